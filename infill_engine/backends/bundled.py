@@ -1,0 +1,75 @@
+"""diffill's own model as a Backend, with the exact context cache."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+from ..model import ContextCache, ModelConfig, Transformer
+from ..tokenizer import CodeTokenizer
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+class BundledBackend:
+    """`prepare` runs the context once; each `hole_logits` is a forward over the hole only.
+
+    A few recent context caches are kept (keyed by the context tokens and the hole's
+    positions), so asking again about the same place — a retrigger, another candidate
+    count, a repair after a fill — costs no prefill at all.
+    """
+
+    pad_trails = True  # trained with padding only after the hole's text
+
+    def __init__(self, model: Transformer, tokenizer: CodeTokenizer, name: str, use_cache: bool = True,
+                 cache_entries: int = 4):
+        self.model, self.tok, self.name = model.eval(), tokenizer, name
+        self.mask_id, self.pad_id = tokenizer.mask_id, tokenizer.pad_id
+        self.banned_ids = [tokenizer.mask_id, tokenizer.doc_id]
+        self.max_len = model.cfg.max_seq_len
+        self.device = next(model.parameters()).device
+        self.use_cache = use_cache
+        self._caches: OrderedDict[tuple, ContextCache] = OrderedDict()
+        self._cache_entries = cache_entries
+
+    @classmethod
+    def from_directory(cls, directory: str | Path, device: str = "cpu", name: str | None = None) -> "BundledBackend":
+        directory = Path(directory)
+        model = Transformer.load(directory, device)
+        return cls(model, CodeTokenizer.load(directory / "tokenizer.json"), name or directory.name)
+
+    @classmethod
+    def random(cls, cfg: ModelConfig, tokenizer: CodeTokenizer, seed: int = 0, device: str = "cpu",
+               name: str = "random weights (untrained)") -> "BundledBackend":
+        torch.manual_seed(seed)
+        return cls(Transformer(cfg).to(device), tokenizer, name)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids)
+
+    def prepare(self, ids: torch.Tensor, hole: torch.Tensor):
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        if not self.use_cache:
+            return hole
+        context = ids[:1, ~hole]
+        key = (context.cpu().numpy().tobytes(), hole.cpu().numpy().tobytes())
+        if key in self._caches:
+            self._caches.move_to_end(key)
+        elif context.shape[1] > 0:
+            self._caches[key] = self.model.prefill(context, positions[~hole])
+            while len(self._caches) > self._cache_entries:
+                self._caches.popitem(last=False)
+        return self._caches.get(key), positions[hole], hole
+
+    @torch.no_grad()
+    def hole_logits(self, state, ids: torch.Tensor) -> torch.Tensor:
+        if not self.use_cache:
+            hole = state
+            return self.model(ids, hole)[:, hole]
+        cache, hole_positions, hole = state
+        return self.model.forward_hole(ids[:, hole], hole_positions, cache)

@@ -1,0 +1,250 @@
+"""The infilling engine: text in, filled holes out.
+
+`Engine.infill` lays out prefix + hole slots + suffix (several slots groups for tied
+holes), cuts the context to the model's window keeping the code nearest the hole, and
+runs the masked-diffusion loop: one forward over the hole per step, the sampler commits
+some slots, repeat until no slot is masked.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import sampler
+from .backends.base import Backend
+from .backends.bundled import WEIGHTS_DIR, BundledBackend
+from .model import ModelConfig
+from .request import (Candidate, InfillCancelled, InfillError, InfillRequest, InfillResult, SamplerSettings,
+                      TokenLikelihood)
+from .tokenizer import CodeTokenizer
+
+# Extra candidates beyond the first are sampled at this temperature when the request is
+# greedy: n identical greedy candidates would be no choice at all.
+CANDIDATE_TEMPERATURE = 0.8
+
+
+@dataclass
+class Layout:
+    ids: torch.Tensor  # [L] with mask_id in every hole slot
+    hole: torch.Tensor  # [L] bool
+    holes: int  # number of tied holes
+    slots: int  # slots per hole
+    context_cut: int  # context tokens dropped to fit the window
+
+
+class Engine:
+    def __init__(self, backend: Backend, is_random: bool = False):
+        self.backend = backend
+        self.is_random = is_random
+        self._lock = threading.Lock()  # one denoising loop at a time: backends keep per-request state
+
+    @property
+    def name(self) -> str:
+        return self.backend.name + (" [RANDOM WEIGHTS: untrained, output is noise]" if self.is_random else "")
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def load(cls, model: str | None = None, device: str = "cpu", trust_remote_code: bool = False,
+             allow_network: bool = False) -> "Engine":
+        """None: the bundled model.  A directory of diffill's format, or a Dream/LLaDA checkpoint
+        (local directory, or a hub id when allow_network)."""
+        if model is None:
+            if (WEIGHTS_DIR / "model.safetensors").exists():
+                return cls(BundledBackend.from_directory(WEIGHTS_DIR, device, name="diffill-small (bundled)"))
+            cfg = ModelConfig.from_json(WEIGHTS_DIR / "config.json")
+            tok = CodeTokenizer.load(WEIGHTS_DIR / "tokenizer.json")
+            return cls(BundledBackend.random(cfg, tok, device=device, name="diffill-small"), is_random=True)
+        path = Path(model).expanduser()
+        if (path / "config.json").exists() and (path / "tokenizer.json").exists() and _is_diffill_config(path):
+            return cls(BundledBackend.from_directory(path, device))
+        from .backends.hf import load_checkpoint
+
+        return cls(load_checkpoint(model, device=device, trust_remote_code=trust_remote_code,
+                                   allow_network=allow_network))
+
+    @classmethod
+    def tiny_random(cls, seed: int = 0) -> "Engine":
+        """A 2-layer random model with the bundled tokenizer: exercises the plumbing in milliseconds."""
+        cfg = ModelConfig(vocab_size=CodeTokenizer.load(WEIGHTS_DIR / "tokenizer.json").vocab_size,
+                          dim=32, n_layers=2, n_heads=2, ffn_hidden=64, max_seq_len=512)
+        tok = CodeTokenizer.load(WEIGHTS_DIR / "tokenizer.json")
+        return cls(BundledBackend.random(cfg, tok, seed=seed, name="tiny-random"), is_random=True)
+
+    # -- public API ---------------------------------------------------------------------------
+    def count_tokens(self, text: str) -> int:
+        return len(self.backend.encode(text))
+
+    def infill(self, req: InfillRequest) -> InfillResult:
+        req.validate(self.backend.max_len)
+        t0 = time.perf_counter()
+        fixed = req.length is not None
+        slots = req.length if fixed else req.max_length
+        pieces = [self.backend.encode(t) for t in (req.prefix, *req.between, req.suffix)]
+        layout = self._layout(pieces, slots)
+        with self._lock, torch.no_grad():
+            x, conf, forwards = self._denoise(layout, req, allow_pad=not fixed)
+        candidates = [self._candidate(x[b], conf[b]) for b in range(x.shape[0])]
+        if req.candidates > 1:  # most likely first; the greedy one wins ties
+            candidates = sorted(candidates, key=lambda c: -c.score)
+        return InfillResult(candidates, forwards, layout.slots, (time.perf_counter() - t0) * 1000, layout.context_cut)
+
+    def score(self, prefix: str, middle: str, suffix: str, groups: int = 4) -> list[TokenLikelihood]:
+        """Probability of each token of `middle` with it (and every `groups`-th neighbour) masked.
+
+        Masking every token alone would cost one forward per token; interleaved groups cost
+        `groups` forwards, batched into one call, and still leave most neighbours visible."""
+        mid = self.backend.encode(middle)
+        if not mid:
+            return []
+        layout = self._layout([self.backend.encode(prefix), self.backend.encode(suffix)], len(mid))
+        n = len(mid)
+        truth = torch.tensor(mid, device=self.backend.device)
+        groups = min(groups, n)
+        which = torch.arange(n, device=truth.device) % groups
+        rows = torch.stack([torch.where(which == g, self.backend.mask_id, truth) for g in range(groups)])
+        ids = layout.ids.to(self.backend.device).repeat(groups, 1)
+        ids[:, layout.hole] = rows
+        with self._lock, torch.no_grad():
+            state = self.backend.prepare(ids, layout.hole.to(ids.device))
+            logp = torch.log_softmax(self.backend.hole_logits(state, ids).float(), -1)
+        probs = logp.gather(-1, truth.expand(groups, n)[..., None]).squeeze(-1).exp()
+        prob = probs[which, torch.arange(n)]
+        out, offset = [], 0
+        for i, tid in enumerate(mid):
+            piece = self.backend.decode(mid[: i + 1])[offset:]
+            out.append(TokenLikelihood(offset, offset + len(piece), piece, float(prob[i])))
+            offset += len(piece)
+        return out
+
+    def repair(self, prefix: str, middle: str, suffix: str, fraction: float = 0.25,
+               sampler_settings: SamplerSettings | None = None) -> InfillResult:
+        """Re-mask the least likely `fraction` of middle's tokens and let the model refill them."""
+        t0 = time.perf_counter()
+        likelihoods = self.score(prefix, middle, suffix)
+        if not likelihoods:
+            return InfillResult([Candidate(middle, [], 0.0)], 0, 0, 0.0)
+        mid = self.backend.encode(middle)
+        k = max(1, math.ceil(fraction * len(mid)))
+        worst = sorted(range(len(mid)), key=lambda i: likelihoods[i].probability)[:k]
+        layout = self._layout([self.backend.encode(prefix), self.backend.encode(suffix)], len(mid))
+        start = torch.tensor(mid)
+        start[worst] = self.backend.mask_id
+        layout.ids[layout.hole] = start
+        req = InfillRequest(prefix, suffix, length=len(mid), sampler=sampler_settings or SamplerSettings())
+        with self._lock, torch.no_grad():
+            x, conf, forwards = self._denoise(layout, req, allow_pad=False)
+        result = InfillResult([self._candidate(x[0], conf[0])], forwards, len(mid),
+                              (time.perf_counter() - t0) * 1000, layout.context_cut)
+        return result
+
+    # -- internals ---------------------------------------------------------------------------
+    def _layout(self, pieces: list[list[int]], slots: int) -> Layout:
+        """prefix H between_1 H ... suffix, cut to the window; nearest context kept."""
+        prefix, *between, suffix = pieces
+        holes = len(between) + 1
+        fixed = holes * slots + sum(map(len, between))
+        room = self.backend.max_len - fixed
+        if room < 0:
+            raise InfillError(f"{holes} holes of {slots} tokens do not fit the model window of "
+                              f"{self.backend.max_len} tokens; ask for fewer tokens")
+        # The prefix usually says more about the hole than the suffix: give it 3/4 of the room
+        # unless the suffix is shorter than its quarter.
+        keep_suffix = min(len(suffix), max(room - len(prefix), room // 4))
+        keep_prefix = min(len(prefix), room - keep_suffix)
+        cut = len(prefix) - keep_prefix + len(suffix) - keep_suffix
+        prefix, suffix = prefix[len(prefix) - keep_prefix:], suffix[:keep_suffix]
+        mask = self.backend.mask_id
+        ids, hole = list(prefix), [False] * len(prefix)
+        for i in range(holes):
+            ids += [mask] * slots
+            hole += [True] * slots
+            tail = between[i] if i < len(between) else suffix
+            ids += tail
+            hole += [False] * len(tail)
+        return Layout(torch.tensor(ids, dtype=torch.long), torch.tensor(hole), holes, slots, cut)
+
+    def _denoise(self, layout: Layout, req: InfillRequest, allow_pad: bool):
+        """The masked-diffusion loop.  Returns (slots [B, n], confidences [B, n], forwards)."""
+        be, settings = self.backend, req.sampler
+        device = be.device
+        B, n, k = req.candidates, layout.slots, layout.holes
+        ids = layout.ids.to(device).repeat(B, 1)
+        hole = layout.hole.to(device)
+        x = ids[0, hole].view(k, n)[0].repeat(B, 1)  # the slots of one hole (all tied holes share them)
+        masked = x == be.mask_id
+        conf = torch.where(masked, 0.0, 1.0)
+        generator = torch.Generator(device=device).manual_seed(settings.seed)
+        if B > 1 and settings.temperature == 0:
+            settings = SamplerSettings(**{**vars(settings), "temperature": CANDIDATE_TEMPERATURE})
+        greedy_rows = torch.arange(B, device=device) == 0 if req.sampler.temperature == 0 else None
+        banned = list(be.banned_ids) + ([] if allow_pad or be.pad_id is None else [be.pad_id])
+        pad_trails = allow_pad and be.pad_id is not None and getattr(be, "pad_trails", False)
+        state = be.prepare(ids, hole)
+        forwards, total = 0, masked.sum().item()
+        while masked.any():
+            if req.cancel is not None and req.cancel():
+                raise InfillCancelled()
+            ids[:, hole] = x.repeat(1, k)
+            logits = be.hole_logits(state, ids).float()
+            forwards += 1
+            logp = torch.log_softmax(logits, -1).view(B, k, n, -1).mean(1)  # tied holes vote together
+            logp[..., banned] = -math.inf
+            if pad_trails:
+                logp = _no_padding_before_text(logp, x, be.pad_id, be.mask_id)
+            tokens, p = sampler.propose(logp, settings, generator, greedy_rows)
+            count = sampler.commit_count(masked, p, settings, forwards - 1)
+            commit = sampler.commit_most_certain(sampler.certainty(logp, p, settings.strategy), masked, count)
+            x = torch.where(commit, tokens, x)
+            conf = torch.where(commit, p, conf)
+            masked &= ~commit
+            if pad_trails:  # a committed pad means every later slot is padding too (as in training)
+                after_pad = (x == be.pad_id).cumsum(-1) > 0
+                conf = torch.where(after_pad & masked, 1.0, conf)
+                x = torch.where(after_pad & masked, be.pad_id, x)
+                masked &= ~after_pad
+            if req.progress is not None:
+                req.progress(1.0 - masked.sum().item() / max(total, 1))
+            if req.on_step is not None:
+                req.on_step(forwards, [self._show(row) for row in x])
+        return x, conf, forwards
+
+    def _candidate(self, slots: torch.Tensor, conf: torch.Tensor) -> Candidate:
+        keep = slots != self.backend.pad_id if self.backend.pad_id is not None else torch.ones_like(slots, dtype=bool)
+        ids, probs = slots[keep].tolist(), conf[keep].tolist()
+        score = sum(math.log(max(p, 1e-9)) for p in probs) / max(len(probs), 1)
+        return Candidate(self.backend.decode(ids), probs, score)
+
+    def _show(self, row: torch.Tensor) -> str:
+        """A partly denoised hole as text, with masked slots drawn as a block character."""
+        out, run = [], []
+        for t in row.tolist():
+            if t == self.backend.mask_id:
+                out.append(self.backend.decode(run))
+                run = []
+                out.append("\u2591")
+            elif t != self.backend.pad_id:
+                run.append(t)
+        out.append(self.backend.decode(run))
+        return "".join(out)
+
+
+def _no_padding_before_text(logp: torch.Tensor, x: torch.Tensor, pad_id: int, mask_id: int) -> torch.Tensor:
+    """Training only ever put padding after the hole's text, so an open slot before a
+    committed text token cannot be padding."""
+    text = (x != pad_id) & (x != mask_id)
+    before_text = text.flip(-1).cumsum(-1).flip(-1) > 0  # this slot or a later one holds text
+    logp[..., pad_id] = logp[..., pad_id].masked_fill(before_text, -math.inf)
+    return logp
+
+
+def _is_diffill_config(path: Path) -> bool:
+    import json
+
+    data = json.loads((path / "config.json").read_text())
+    return "dim" in data and "n_layers" in data and "model_type" not in data

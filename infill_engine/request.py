@@ -1,0 +1,119 @@
+"""The engine's public contract: what a caller asks for and what it gets back.
+
+Plain Python, no torch and no LSP types, so the language server, the CLI and the
+evaluation harness all speak the same small vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+Strategy = Literal["confidence", "entropy", "margin", "threshold", "fixed"]
+
+
+class InfillError(ValueError):
+    """A request the engine cannot serve; the message tells the user what to change."""
+
+
+class InfillCancelled(Exception):
+    """Raised between denoising steps when the request's cancel check returns True."""
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How masked slots are committed.
+
+    strategy:
+      confidence / entropy / margin — one token per step, the most certain by that measure
+        (the quality baseline: forwards == hole tokens);
+      threshold — Fast-dLLM: commit every slot whose top-1 probability exceeds `threshold`,
+        at least one per step (adaptive number of forwards);
+      fixed — commit `tokens_per_step` slots per step, most confident first.
+    max_steps caps the forwards; when the cap is near, the sampler commits more per step so
+    the hole is always complete.  temperature 0 is greedy; seed makes sampling repeatable.
+    """
+
+    strategy: Strategy = "threshold"
+    threshold: float = 0.9
+    tokens_per_step: int = 2
+    max_steps: int | None = None
+    temperature: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("confidence", "entropy", "margin", "threshold", "fixed"):
+            raise InfillError(f"unknown sampler strategy {self.strategy!r}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise InfillError(f"threshold must be in (0, 1], got {self.threshold}")
+        if self.tokens_per_step < 1:
+            raise InfillError("tokens_per_step must be at least 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise InfillError("max_steps must be at least 1")
+        if self.temperature < 0:
+            raise InfillError("temperature must be >= 0")
+
+
+@dataclass
+class InfillRequest:
+    """Fill the hole between `prefix` and `suffix`.
+
+    length: a fixed number of hole tokens, or None for "auto": the engine opens
+      `max_length` slots and the model fills the ones it does not need with padding,
+      which is dropped (models without a padding scheme fall back to `max_length`).
+    between: text between *tied holes*.  With between=("b",) the document is
+      prefix + H + "b" + H + suffix and every H receives the same text (rename).
+    cancel: polled before every forward; returning True raises InfillCancelled.
+    progress: called after every step with the fraction of hole tokens committed.
+    """
+
+    prefix: str
+    suffix: str = ""
+    length: int | None = None
+    max_length: int = 48
+    candidates: int = 1
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)
+    between: tuple[str, ...] = ()
+    cancel: Callable[[], bool] | None = None
+    progress: Callable[[float], None] | None = None
+    on_step: Callable[[int, list[str]], None] | None = None  # (step, texts so far, masks shown) for --show-steps
+
+    def validate(self, limit: int) -> None:
+        if not isinstance(self.prefix, str) or not isinstance(self.suffix, str):
+            raise InfillError("prefix and suffix must be text (decode bytes first)")
+        if self.length is not None and not 1 <= self.length <= limit:
+            raise InfillError(f"hole length must be between 1 and {limit} tokens, got {self.length}")
+        if not 1 <= self.max_length <= limit:
+            raise InfillError(f"max_length must be between 1 and {limit} tokens, got {self.max_length}")
+        if not 1 <= self.candidates <= 16:
+            raise InfillError(f"candidates must be between 1 and 16, got {self.candidates}")
+
+
+@dataclass
+class Candidate:
+    text: str
+    token_confidences: list[float]  # probability of each committed (non-padding) token when it was committed
+    score: float  # mean log-probability of the committed tokens: higher is more likely
+
+
+@dataclass
+class InfillResult:
+    candidates: list[Candidate]
+    forwards: int  # model forwards over the hole (the context prefill is not counted)
+    hole_tokens: int  # slots opened per hole
+    wall_ms: float
+    context_cut: int = 0  # context tokens dropped to fit the model window
+
+    @property
+    def text(self) -> str:
+        return self.candidates[0].text if self.candidates else ""
+
+
+@dataclass
+class TokenLikelihood:
+    """How likely the model finds one token of existing code (for repair hints)."""
+
+    start: int  # character offsets into the scored text
+    end: int
+    text: str
+    probability: float
