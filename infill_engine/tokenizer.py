@@ -18,6 +18,8 @@ SPECIAL_TOKENS = [PAD, MASK, DOC]  # pad fills unneeded hole slots; doc separate
 class CodeTokenizer:
     def __init__(self, tokenizer: Tokenizer):
         self.tok = tokenizer
+        # "<mask>" typed in a file is text, never the mask token.
+        self.tok.encode_special_tokens = True
         self.pad_id = tokenizer.token_to_id(PAD)
         self.mask_id = tokenizer.token_to_id(MASK)
         self.doc_id = tokenizer.token_to_id(DOC)

@@ -56,14 +56,15 @@ def validation_loss(model: Transformer, batches: list[Batch]) -> float:
     return total / max(count, 1)
 
 
-def lr_at(step: int, args) -> float:
+def lr_at(step: int, progress: float, args) -> float:
+    """Linear warmup, then cosine decay to 10% over `progress` in [0, 1] (steps or wall time)."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
-    progress = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
-    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def save_checkpoint(out: Path, model: Transformer, opt: torch.optim.Optimizer, step: int, history: list) -> None:
+def save_checkpoint(out: Path, model: Transformer, opt: torch.optim.Optimizer, step: int, history: list,
+                    seconds: float) -> None:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "ckpt_model.safetensors"))
     names = {id(p): n for n, p in model.named_parameters()}
     opt_state = {}
@@ -72,17 +73,17 @@ def save_checkpoint(out: Path, model: Transformer, opt: torch.optim.Optimizer, s
             for key, val in opt.state.get(p, {}).items():
                 opt_state[f"{names[id(p)]}::{key}"] = val.reshape(-1) if val.dim() == 0 else val.contiguous()
     save_file(opt_state, str(out / "ckpt_optim.safetensors"))
-    (out / "ckpt.json").write_text(json.dumps({"step": step, "history": history}))
+    (out / "ckpt.json").write_text(json.dumps({"step": step, "history": history, "seconds": seconds}))
 
 
-def load_checkpoint(out: Path, model: Transformer, opt: torch.optim.Optimizer) -> tuple[int, list]:
+def load_checkpoint(out: Path, model: Transformer, opt: torch.optim.Optimizer) -> tuple[int, list, float]:
     meta = json.loads((out / "ckpt.json").read_text())
     model.load_state_dict(load_file(str(out / "ckpt_model.safetensors")))
     params = dict(model.named_parameters())
     for key, val in load_file(str(out / "ckpt_optim.safetensors")).items():
         name, field = key.split("::")
         opt.state[params[name]][field] = val.reshape(()) if field == "step" else val
-    return meta["step"], meta["history"]
+    return meta["step"], meta["history"], meta.get("seconds", 0.0)
 
 
 def plot_history(history: list, path: Path) -> None:
@@ -128,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--save-every", type=int, default=100)
     ap.add_argument("--val-every", type=int, default=200)
-    ap.add_argument("--minutes", type=float, default=None, help="stop (and save) after this much wall time")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="train for this much wall time in all (resumes count): the learning-rate schedule "
+                         "then follows the clock, so a slow or shared machine still ends with a decayed rate")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -157,9 +160,9 @@ def main(argv: list[str] | None = None) -> int:
                       ffn_hidden=64 * round(8 * args.dim / 3 / 64), max_seq_len=args.seq_len)
     model = Transformer(cfg).to(args.device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
-    step, history = 0, []
+    step, history, seconds_before = 0, [], 0.0
     if (args.out / "ckpt.json").exists():
-        step, history = load_checkpoint(args.out, model, opt)
+        step, history, seconds_before = load_checkpoint(args.out, model, opt)
         print(f"resumed from step {step}")
     print(f"model: {model.num_params() / 1e6:.2f}M parameters, {asdict(cfg)}")
     val_batches = [_to(b, args.device) for b in val_batches]
@@ -170,10 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     tokens_per_step = args.batch * args.seq_len
     bar = tqdm(total=args.steps, initial=step, desc="train", dynamic_ncols=True)
-    while step < args.steps:
+    def elapsed() -> float:
+        return seconds_before + time.time() - t0
+
+    def progress() -> float:
+        return elapsed() / (args.minutes * 60) if args.minutes else step / args.steps
+
+    while step < args.steps and progress() < 1.0:
         batch = _to(sampler.batch(args.batch), args.device)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args)
+            g["lr"] = lr_at(step, progress(), args)
         with autocast:
             loss = diffusion_loss(model, batch)
         opt.zero_grad(set_to_none=True)
@@ -181,24 +190,26 @@ def main(argv: list[str] | None = None) -> int:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        record = {"step": step, "loss": round(loss.item(), 4), "tokens": step * tokens_per_step}
+        record = {"step": step, "loss": round(loss.item(), 4), "tokens": step * tokens_per_step,
+                  "lr": round(opt.param_groups[0]["lr"], 6), "seconds": round(elapsed(), 1)}
         if step % args.val_every == 0 or step == args.steps:
             with autocast:
                 record["val"] = round(validation_loss(model, val_batches), 4)
         history.append(record)
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.3f}", val=record.get("val", ""))
-        out_of_time = args.minutes is not None and time.time() - t0 > args.minutes * 60
-        if step % args.save_every == 0 or step == args.steps or out_of_time:
-            save_checkpoint(args.out, model, opt, step, history)
+        done = step == args.steps or progress() >= 1.0
+        if step % args.save_every == 0 or done:
+            if done and "val" not in record:
+                with autocast:
+                    record["val"] = round(validation_loss(model, val_batches), 4)
+            save_checkpoint(args.out, model, opt, step, history, elapsed())
             plot_history(history, args.out / "loss.png")
-        if out_of_time:
-            print(f"stopping after {args.minutes} minutes at step {step}; rerun to resume")
-            break
     bar.close()
     if args.export:
         meta = {"steps": step, "tokens_seen": step * tokens_per_step, "seq_len": args.seq_len,
-                "batch": args.batch, "device": args.device, "final": history[-1] if history else None}
+                "batch": args.batch, "device": args.device, "threads": torch.get_num_threads(),
+                "wall_seconds": round(elapsed()), "final": history[-1] if history else None}
         export(model.float().cpu(), tok, args.export, meta)
         print(f"exported to {args.export}")
     return 0

@@ -129,14 +129,15 @@ class ExampleSampler:
         s, e = self._middle(text)
         budget = self.seq_len * 5  # characters of context that surely cover seq_len tokens
         pre, mid, suf = self.tok.encode_batch([text[max(0, s - budget):s], text[s:e], text[e:e + budget]])
-        mid = mid[:MAX_HOLE]
+        max_hole = min(MAX_HOLE, self.seq_len // 2)
+        mid = mid[:max_hole]
         r = self.rng.random()
         if r < 0.25:
             n_slots = len(mid)
         elif r < 0.5:
-            n_slots = self.rng.randint(len(mid), min(MAX_HOLE, max(32, 2 * len(mid))))
+            n_slots = self.rng.randint(len(mid), min(max_hole, max(32, 2 * len(mid))))
         else:
-            n_slots = self.rng.randint(len(mid), MAX_HOLE)
+            n_slots = self.rng.randint(len(mid), max_hole)
         n_slots = max(n_slots, 1)
         hole_targets = mid + [self.tok.pad_id] * (n_slots - len(mid))
         room = self.seq_len - n_slots

@@ -1,0 +1,133 @@
+// What the extension sends the server and how it starts it, computed from the `diffill.*` settings.
+// This module must not import 'vscode': the headless end-to-end test (src/test/e2e.ts) runs it under
+// plain Node so that the test starts the server exactly the way the extension does.
+
+/** Reads one `diffill.*` setting by its key without the `diffill.` prefix (like WorkspaceConfiguration.get). */
+export interface ConfigReader {
+  get<T>(key: string): T | undefined;
+}
+
+export interface FeatureSettings {
+  inlineCompletion: boolean;
+  completion: boolean;
+  rewrite: boolean;
+  fillBody: boolean;
+  repair: boolean;
+  suggestName: boolean;
+  rename: boolean;
+  unlikelyHints: boolean;
+}
+
+/** The server's settings (LSP_CONTRACT "Settings"): initializationOptions and didChangeConfiguration payload. */
+export interface ServerSettings {
+  enabled: boolean;
+  model: string | null;
+  device: string;
+  allowNetwork: boolean;
+  trustRemoteCode: boolean;
+  maxHoleTokens: number;
+  threshold: number;
+  candidates: number;
+  debounceMs: number;
+  features: FeatureSettings;
+}
+
+export const FEATURE_KEYS: readonly (keyof FeatureSettings)[] = [
+  "inlineCompletion",
+  "completion",
+  "rewrite",
+  "fillBody",
+  "repair",
+  "suggestName",
+  "rename",
+  "unlikelyHints",
+];
+
+// Defaults repeat package.json's so a reader that lacks a key (a test harness, an old settings file)
+// still yields the contract's values; package.json stays the source users see.
+const FEATURE_DEFAULTS: FeatureSettings = {
+  inlineCompletion: true,
+  completion: true,
+  rewrite: true,
+  fillBody: true,
+  repair: true,
+  suggestName: true,
+  rename: true,
+  unlikelyHints: false,
+};
+
+function pick<T>(cfg: ConfigReader, key: string, fallback: T): T {
+  const value = cfg.get<T>(key);
+  return value === undefined ? fallback : value;
+}
+
+/** The settings object the server expects, built only from the keys the server knows. */
+export function serverSettings(cfg: ConfigReader): ServerSettings {
+  const features = {} as FeatureSettings;
+  for (const key of FEATURE_KEYS) {
+    features[key] = pick(cfg, `features.${key}`, FEATURE_DEFAULTS[key]);
+  }
+  const model = pick<string | null>(cfg, "model", null);
+  return {
+    enabled: pick(cfg, "enabled", true),
+    // An empty string in the settings UI means "not set", the same as null (the bundled model).
+    model: model === "" ? null : model,
+    device: pick(cfg, "device", "cpu"),
+    allowNetwork: pick(cfg, "allowNetwork", false),
+    trustRemoteCode: pick(cfg, "trustRemoteCode", false),
+    maxHoleTokens: pick(cfg, "maxHoleTokens", 48),
+    threshold: pick(cfg, "threshold", 0.9),
+    candidates: pick(cfg, "candidates", 1),
+    debounceMs: pick(cfg, "debounceMs", 150),
+    features,
+  };
+}
+
+/** A server process to spawn: LSP over its stdin/stdout. */
+export interface ServerLaunch {
+  command: string;
+  args: string[];
+  env: Record<string, string | undefined>;
+}
+
+export class LaunchConfigError extends Error {}
+
+export const DEFAULT_SERVER_COMMAND: readonly string[] = ["diffill", "serve"];
+
+/**
+ * How to start the server: `diffill.server.pythonPath` (as `<python> -m lsp_server`) when set, else
+ * `diffill.server.command`; `diffill.server.env` is laid over the given base environment.
+ */
+export function serverLaunch(
+  cfg: ConfigReader,
+  baseEnv: Record<string, string | undefined>,
+): ServerLaunch {
+  const extraEnv = pick<Record<string, unknown>>(cfg, "server.env", {});
+  const env: Record<string, string | undefined> = { ...baseEnv };
+  for (const [name, value] of Object.entries(extraEnv ?? {})) {
+    if (typeof value !== "string") {
+      throw new LaunchConfigError(`diffill.server.env.${name} must be a string, got ${typeof value}`);
+    }
+    env[name] = value;
+  }
+  const python = pick(cfg, "server.pythonPath", "").trim();
+  if (python !== "") {
+    return { command: python, args: ["-m", "lsp_server"], env };
+  }
+  const argv = pick<unknown>(cfg, "server.command", DEFAULT_SERVER_COMMAND);
+  if (!Array.isArray(argv) || argv.length === 0 || !argv.every((part) => typeof part === "string")) {
+    throw new LaunchConfigError(
+      'diffill.server.command must be a non-empty list of strings, for example ["diffill", "serve"]',
+    );
+  }
+  const [command, ...args] = argv as string[];
+  if (command.trim() === "") {
+    throw new LaunchConfigError("diffill.server.command starts with an empty program name");
+  }
+  return { command, args, env };
+}
+
+/** True when a change to this setting key (without prefix) needs a new server process. */
+export function needsRestart(key: string): boolean {
+  return key.startsWith("server.");
+}

@@ -1,0 +1,59 @@
+"""What the checkpoint loader needs to know to run one Dream or LLaDA checkpoint.
+
+Each family module (`dream.py`, `llada.py`) reads a checkpoint's config.json and
+tokenizer and answers with one `ModelSpec`: which stock transformers class runs the
+weights, how the checkpoint's weight names map onto it, and which token ids mean
+"mask", "nothing here" and "never put this in code".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from tokenizers import Tokenizer
+from transformers import PretrainedConfig, PreTrainedModel
+
+
+@dataclass
+class ModelSpec:
+    family: str  # "dream" | "llada"
+    model_class: type[PreTrainedModel]  # a *ForCausalLM class: `.model` gives hidden states, `.lm_head` logits
+    config: PretrainedConfig
+    rename: Callable[[str], str | None]  # checkpoint weight name -> model weight name (None: not a weight we use)
+    tied: bool  # the output head reuses the input embedding matrix
+    shifted: bool  # token i is predicted from the hidden state at i - 1 (Dream)
+    mask_id: int
+    pad_id: int | None  # what the model writes into slots a hole does not need
+    end_ids: list[int] = field(default_factory=list)  # "text ends here" tokens that mean the same as pad_id
+    banned_ids: list[int] = field(default_factory=list)
+    max_len: int = 2048
+    logit_scale: float = 1.0
+
+
+def special_token_ids(tokenizer: Tokenizer) -> set[int]:
+    """Ids of the tokenizer's added tokens marked special (<|im_start|>, <|mask|>, ...)."""
+    return {i for i, tok in tokenizer.get_added_tokens_decoder().items() if tok.special}
+
+
+def unused_ids(tokenizer: Tokenizer, model_vocab: int) -> list[int]:
+    """Embedding rows past the tokenizer's last id: padding for matmul speed, never real text."""
+    last = max(tokenizer.get_vocab(with_added_tokens=True).values())
+    return list(range(last + 1, model_vocab))
+
+
+def token_id(tokenizer: Tokenizer, *names: str) -> int | None:
+    for name in names:
+        tid = tokenizer.token_to_id(name)
+        if tid is not None:
+            return tid
+    return None
+
+
+def config_ids(value: object) -> list[int]:
+    """config.json writes eos_token_id as an int or a list."""
+    if value is None:
+        return []
+    if isinstance(value, int):
+        return [value]
+    return [int(v) for v in value]  # type: ignore[union-attr]

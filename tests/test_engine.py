@@ -1,0 +1,258 @@
+"""The engine core: tokenizer, model, context cache, sampler schedules, the request contract."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from infill_engine.backends.bundled import WEIGHTS_DIR, BundledBackend
+from infill_engine.engine import Engine
+from infill_engine.model import ModelConfig, Transformer
+from infill_engine.request import InfillCancelled, InfillError, InfillRequest, SamplerSettings
+from infill_engine.tokenizer import CodeTokenizer
+
+TOK = CodeTokenizer.load(WEIGHTS_DIR / "tokenizer.json")
+
+
+# -- tokenizer ------------------------------------------------------------------------------
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200))
+def test_tokenizer_round_trips_any_text(text):
+    assert TOK.decode(TOK.encode(text)) == text
+
+
+@pytest.mark.parametrize("text", ["\tif x:\r\n\t\treturn 'ünï©ødé ✓'\r\n", "    " * 8 + "pass\n", "", "<mask>"])
+def test_tokenizer_round_trips_source(text):
+    assert TOK.decode(TOK.encode(text)) == text
+
+
+def test_literal_special_token_text_is_not_a_special_token():
+    # "<mask>" typed in a file is text; it must never turn into the mask id.
+    assert TOK.mask_id not in TOK.encode("x = '<mask>'")
+
+
+# -- model and context cache ------------------------------------------------------------------
+
+def tiny_model(seed=0, **kw) -> Transformer:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(vocab_size=TOK.vocab_size, dim=32, n_layers=2, n_heads=2, ffn_hidden=64, max_seq_len=256, **kw)
+    return Transformer(cfg).eval()
+
+
+@pytest.mark.parametrize("holes", [[(10, 18)], [(0, 5)], [(40, 48)], [(5, 9), (20, 24), (30, 34)]])
+def test_cached_hole_step_equals_full_forward(holes):
+    model = tiny_model()
+    L = 48
+    ids = torch.randint(3, TOK.vocab_size, (1, L)).repeat(2, 1)  # candidates share the context
+    hole = torch.zeros(L, dtype=torch.bool)
+    for a, b in holes:
+        hole[a:b] = True
+    ids[:, hole] = TOK.mask_id
+    ids[1, hole.nonzero()[0]] = 7  # rows differ inside the hole only (candidates)
+    positions = torch.arange(L)
+    with torch.no_grad():
+        full = model(ids, hole)[:, hole]
+        cache = model.prefill(ids[:1, ~hole], positions[~hole]) if (~hole).any() else None
+        cached = model.forward_hole(ids[:, hole], positions[hole], cache)
+    # Exact up to float summation order: context never attends to the hole.
+    assert torch.allclose(full, cached, atol=1e-5), (full - cached).abs().max()
+
+
+def test_context_does_not_depend_on_the_hole_but_the_hole_sees_context():
+    model = tiny_model()
+    ids = torch.randint(3, TOK.vocab_size, (1, 30))
+    hole = torch.zeros(30, dtype=torch.bool)
+    hole[10:20] = True
+    changed = ids.clone()
+    changed[0, 12] = 5
+    with torch.no_grad():
+        a, b = model(ids, hole), model(changed, hole)
+    assert torch.allclose(a[:, ~hole], b[:, ~hole], atol=1e-6)
+    ctx_changed = ids.clone()
+    ctx_changed[0, 25] = 5  # a suffix token
+    with torch.no_grad():
+        c = model(ctx_changed, hole)
+    assert not torch.allclose(a[:, 10:20], c[:, 10:20], atol=1e-4)  # bidirectional: the hole sees the suffix
+
+
+def test_save_load_round_trip(tmp_path):
+    model = tiny_model()
+    model.save(tmp_path, dtype=torch.float32)
+    loaded = Transformer.load(tmp_path)
+    ids = torch.randint(3, TOK.vocab_size, (1, 12))
+    hole = torch.ones(12, dtype=torch.bool)
+    with torch.no_grad():
+        assert torch.equal(model(ids, hole), loaded(ids, hole))
+    assert not list(tmp_path.glob("*.bin")) and not list(tmp_path.glob("*.pt"))  # safetensors only
+
+
+# -- sampler schedules, with a scripted model --------------------------------------------------
+
+class ScriptedBackend:
+    """A backend whose every slot is certain about a fixed answer: lets tests count forwards
+    exactly.  `confidence[i]` is the top-1 probability at slot i."""
+
+    pad_trails = True
+
+    def __init__(self, answer: list[int], confidence: list[float], max_len: int = 256):
+        self.answer, self.confidence = answer, confidence
+        self.mask_id, self.pad_id = TOK.mask_id, TOK.pad_id
+        self.banned_ids = [TOK.mask_id, TOK.doc_id]
+        self.max_len, self.device, self.name = max_len, torch.device("cpu"), "scripted"
+        self.seen: list[torch.Tensor] = []
+
+    def encode(self, text):
+        return TOK.encode(text)
+
+    def decode(self, ids):
+        return TOK.decode(ids)
+
+    def prepare(self, ids, hole):
+        return hole
+
+    def hole_logits(self, hole, ids):
+        self.seen.append(ids.clone())
+        n = int(hole.sum())
+        logits = torch.full((ids.shape[0], n, TOK.vocab_size), -30.0)
+        per_hole = len(self.answer)
+        for j in range(n):
+            i = j % per_hole
+            p = self.confidence[i]
+            logits[:, j, self.answer[i]] = math.log(p)
+            logits[:, j, 100 + i] = math.log(1 - p)  # a runner-up, so p really is the top-1 probability
+        return logits
+
+
+def scripted(n=8, conf=None):
+    answer = TOK.encode("x" * 0)[:0] + [TOK.encode(" value")[0]] * n
+    return Engine(ScriptedBackend(answer, conf or [0.99] * n))
+
+
+def test_one_token_per_step_uses_one_forward_per_token():
+    engine = scripted(8)
+    r = engine.infill(InfillRequest("a = ", "\n", length=8, sampler=SamplerSettings(strategy="confidence")))
+    assert r.forwards == 8 and len(r.candidates[0].token_confidences) == 8
+
+
+def test_fixed_schedule_and_step_budget():
+    engine = scripted(8)
+    assert engine.infill(InfillRequest("a", "b", length=8, sampler=SamplerSettings(strategy="fixed", tokens_per_step=3))).forwards == 3
+    assert engine.infill(InfillRequest("a", "b", length=8, sampler=SamplerSettings(strategy="confidence", max_steps=2))).forwards == 2
+
+
+def test_threshold_commits_all_confident_slots_at_once():
+    conf = [0.99, 0.95, 0.5, 0.99, 0.6, 0.97, 0.3, 0.99]
+    engine = scripted(8, conf)
+    r = engine.infill(InfillRequest("a", "b", length=8, sampler=SamplerSettings(strategy="threshold", threshold=0.9)))
+    # step 1 commits the five slots above 0.9; the three below go one per step.
+    assert r.forwards == 1 + 3
+
+
+def test_padding_is_dropped_and_trails():
+    word = TOK.encode(" value")[0]
+    answer = [word, word, TOK.pad_id, TOK.pad_id, TOK.pad_id, TOK.pad_id]
+    engine = Engine(ScriptedBackend(answer, [0.6, 0.6, 0.99, 0.5, 0.5, 0.5]))
+    r = engine.infill(InfillRequest("a =", "\n", max_length=6, sampler=SamplerSettings(strategy="confidence")))
+    assert r.text == " value value"
+    # The first committed pad (slot 2) fills every later slot at once: 1 + 2 text forwards.
+    assert r.forwards == 3
+
+
+def test_fixed_length_never_pads():
+    engine = Engine(ScriptedBackend([TOK.pad_id] * 4, [0.99] * 4))
+    r = engine.infill(InfillRequest("a", "b", length=4))
+    assert len(r.candidates[0].token_confidences) == 4
+
+
+def test_tied_holes_receive_the_same_text():
+    backend = ScriptedBackend([TOK.encode(" name")[0]] * 2, [0.9, 0.9])
+    engine = Engine(backend)
+    r = engine.infill(InfillRequest("def f(", "):\n    return 1\n", length=2, between=("):\n    return ",)))
+    layout = engine._layout([TOK.encode("def f("), TOK.encode("):\n    return "), TOK.encode("):\n    return 1\n")], 2)
+    for ids in backend.seen:  # at every step both holes hold the same slots
+        first, second = ids[0, layout.hole].view(2, 2)
+        assert torch.equal(first, second)
+    assert r.text == " name name"
+
+
+def test_context_cut_keeps_the_code_nearest_the_hole():
+    backend = ScriptedBackend([5, 6], [0.99, 0.99], max_len=64)
+    engine = Engine(backend)
+    prefix = "".join(f"line{i} = {i}\n" for i in range(100))
+    r = engine.infill(InfillRequest(prefix, "tail\n", length=2))
+    assert r.context_cut > 0
+    seen = backend.seen[0][0].tolist()
+    assert TOK.decode(seen[:seen.index(TOK.mask_id)]).endswith("line99 = 99\n")
+
+
+# -- the request contract with a real (tiny, random) model -----------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny():
+    return Engine.tiny_random()
+
+
+def test_deterministic_for_a_seed(tiny):
+    req = lambda seed: InfillRequest("def f(x):\n    return ", "\n", max_length=12, candidates=2,
+                                     sampler=SamplerSettings(temperature=1.0, seed=seed))
+    a, b = tiny.infill(req(3)), tiny.infill(req(3))
+    assert [c.text for c in a.candidates] == [c.text for c in b.candidates]
+
+
+def test_progress_is_monotone_and_completes(tiny):
+    seen = []
+    tiny.infill(InfillRequest("x = ", "\n", length=10, sampler=SamplerSettings(strategy="confidence"),
+                              progress=seen.append))
+    assert len(seen) == 10 and seen == sorted(seen) and seen[-1] == 1.0
+
+
+def test_cancel_stops_between_steps(tiny):
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(InfillCancelled):
+        tiny.infill(InfillRequest("x = ", "\n", length=10, sampler=SamplerSettings(strategy="confidence"), cancel=cancel))
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("prefix,suffix", [("", ""), ("", "\nprint(1)\n"), ("import os\n", ""), ("\ufffd\x00", "é")])
+def test_holes_at_file_edges_and_odd_text(tiny, prefix, suffix):
+    r = tiny.infill(InfillRequest(prefix, suffix, max_length=6))
+    assert isinstance(r.text, str) and r.forwards >= 1
+
+
+@pytest.mark.parametrize("kwargs", [{"length": 0}, {"length": 10_000}, {"max_length": 0}, {"candidates": 0},
+                                    {"prefix": b"bytes"}])
+def test_bad_requests_get_clear_errors(tiny, kwargs):
+    fields = {"prefix": "x = ", "suffix": "\n", **kwargs}
+    with pytest.raises(InfillError):
+        tiny.infill(InfillRequest(**fields))
+
+
+def test_unknown_sampler_is_rejected():
+    with pytest.raises(InfillError, match="strategy"):
+        SamplerSettings(strategy="beam")
+
+
+def test_score_and_repair_keep_the_text_shape(tiny):
+    scores = tiny.score("x = ", "foo(1, 2)", "\n")
+    assert "".join(s.text for s in scores) == "foo(1, 2)"
+    assert all(0 <= s.probability <= 1 for s in scores)
+    repaired = tiny.repair("x = ", "foo(1, 2)", "\n", fraction=0.3)
+    assert len(repaired.candidates[0].token_confidences) == len(TOK.encode("foo(1, 2)"))
+
+
+def test_bundled_engine_loads_and_labels_random_weights():
+    engine = Engine.load(None)
+    assert isinstance(engine.backend, BundledBackend)
+    assert engine.is_random == (not (WEIGHTS_DIR / "model.safetensors").exists())
+    if engine.is_random:
+        assert "RANDOM" in engine.name
