@@ -194,20 +194,16 @@ class Engine:
             logits = be.hole_logits(state, ids).float()
             forwards += 1
             logp = torch.log_softmax(logits, -1).view(B, k, n, -1).mean(1)  # tied holes vote together
+            if pad_trails and forwards == 1:
+                x, conf, masked = _settle_length(logp, x, conf, masked, be.pad_id)
+                banned.append(be.pad_id)  # the rest of the hole is text
             logp[..., banned] = -math.inf
-            if pad_trails:
-                logp = _no_padding_before_text(logp, x, be.pad_id, be.mask_id)
             tokens, p = sampler.propose(logp, settings, generator, greedy_rows)
             count = sampler.commit_count(masked, p, settings, forwards - 1)
             commit = sampler.commit_most_certain(sampler.certainty(logp, p, settings.strategy), masked, count)
             x = torch.where(commit, tokens, x)
             conf = torch.where(commit, p, conf)
             masked &= ~commit
-            if pad_trails:  # a committed pad means every later slot is padding too (as in training)
-                after_pad = (x == be.pad_id).cumsum(-1) > 0
-                conf = torch.where(after_pad & masked, 1.0, conf)
-                x = torch.where(after_pad & masked, be.pad_id, x)
-                masked &= ~after_pad
             if req.progress is not None:
                 req.progress(1.0 - masked.sum().item() / max(total, 1))
             if req.on_step is not None:
@@ -234,13 +230,18 @@ class Engine:
         return "".join(out)
 
 
-def _no_padding_before_text(logp: torch.Tensor, x: torch.Tensor, pad_id: int, mask_id: int) -> torch.Tensor:
-    """Training only ever put padding after the hole's text, so an open slot before a
-    committed text token cannot be padding."""
-    text = (x != pad_id) & (x != mask_id)
-    before_text = text.flip(-1).cumsum(-1).flip(-1) > 0  # this slot or a later one holds text
-    logp[..., pad_id] = logp[..., pad_id].masked_fill(before_text, -math.inf)
-    return logp
+def _settle_length(logp, x, conf, masked, pad_id: int):
+    """Decide an auto-length hole's length from the first forward.
+
+    The model was trained with padding only after the hole's text, so the expected number
+    of text slots is the sum over slots of P(not padding).  Fixing the length up front
+    (rather than letting pads be committed one by one) keeps a weak or uncertain model from
+    committing padding at the first slot and returning nothing; it also settles every
+    padding slot in one step."""
+    text_slots = (1 - logp[..., pad_id].exp()).sum(-1).round().clamp(min=1).long()  # [B]
+    after = torch.arange(x.shape[1], device=x.device)[None, :] >= text_slots[:, None]
+    after &= masked
+    return torch.where(after, pad_id, x), torch.where(after, 1.0, conf), masked & ~after
 
 
 def _is_diffill_config(path: Path) -> bool:
