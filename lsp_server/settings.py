@@ -1,0 +1,165 @@
+"""The server's user settings: one typed object, validated once.
+
+Settings arrive as camelCase JSON from `initializationOptions` and from
+`workspace/didChangeConfiguration` ({"settings": {"diffill": {...}}}).  Each key is checked
+on its own, so one bad value is reported (naming the key and the reason) and the
+previous value of that key stays, while the good keys next to it still take effect.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class Features:
+    inline_completion: bool = True
+    completion: bool = True
+    rewrite: bool = True
+    fill_body: bool = True
+    repair: bool = True
+    suggest_name: bool = True
+    rename: bool = True
+    unlikely_hints: bool = False  # off by default: it runs the model after every edit
+
+
+@dataclass(frozen=True)
+class Settings:
+    enabled: bool = True
+    model: str | None = None  # local path or hub id; None = the bundled model
+    device: str = "cpu"
+    allow_network: bool = False
+    trust_remote_code: bool = False
+    max_hole_tokens: int = 48
+    threshold: float = 0.9
+    candidates: int = 1
+    debounce_ms: int = 150
+    features: Features = field(default_factory=Features)
+
+    def engine_key(self) -> tuple[str | None, str, bool, bool]:
+        """What identifies a loaded engine: a change here means loading another one."""
+        return (self.model, self.device, self.allow_network, self.trust_remote_code)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _check_bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "expected true or false"
+
+
+def _check_int(low: int, high: int):
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"expected a whole number between {low} and {high}"
+        if not low <= value <= high:
+            return f"must be between {low} and {high}, got {value}"
+        return None
+
+    return check
+
+
+def _check_threshold(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "expected a number in (0, 1]"
+    if not 0.0 < float(value) <= 1.0:
+        return f"must be greater than 0 and at most 1, got {value}"
+    return None
+
+
+def _check_model(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        return "expected a local path, a hub id, or null for the bundled model"
+    return None
+
+
+def _check_device(value: Any) -> str | None:
+    if not isinstance(value, str) or not DEVICE_PATTERN.match(value):
+        return 'expected "cpu", "cuda", "cuda:N" or "mps"'
+    return None
+
+
+_CHECKS = {
+    "enabled": _check_bool,
+    "model": _check_model,
+    "device": _check_device,
+    "allow_network": _check_bool,
+    "trust_remote_code": _check_bool,
+    "max_hole_tokens": _check_int(1, 512),
+    "threshold": _check_threshold,
+    "candidates": _check_int(1, 8),
+    "debounce_ms": _check_int(0, 10_000),
+}
+
+
+def merge_settings(previous: Settings, raw: Any) -> tuple[Settings, list[str]]:
+    """Apply the camelCase mapping `raw` on top of `previous`.
+
+    Returns the new settings and one human-readable problem per rejected key.  Keys not
+    present keep their previous value; unknown keys are reported, not fatal.
+    """
+    if raw is None:
+        return previous, []
+    if not isinstance(raw, dict):
+        return previous, [f"diffill settings must be an object, got {type(raw).__name__}"]
+
+    problems: list[str] = []
+    changes: dict[str, Any] = {}
+    known = {_camel(name): name for name in _CHECKS}
+    for key, value in raw.items():
+        if key == "features":
+            features, feature_problems = _merge_features(previous.features, value)
+            changes["features"] = features
+            problems.extend(feature_problems)
+            continue
+        name = known.get(key)
+        if name is None:
+            problems.append(f"diffill.{key}: unknown setting (ignored)")
+            continue
+        reason = _CHECKS[name](value)
+        if reason is not None:
+            problems.append(f"diffill.{key}: {reason}; keeping {getattr(previous, name)!r}")
+            continue
+        changes[name] = float(value) if name == "threshold" else value
+    return replace(previous, **changes), problems
+
+
+def _merge_features(previous: Features, raw: Any) -> tuple[Features, list[str]]:
+    if not isinstance(raw, dict):
+        return previous, [f"diffill.features: expected an object of switches, got {type(raw).__name__}"]
+    known = {_camel(f.name): f.name for f in fields(Features)}
+    problems: list[str] = []
+    changes: dict[str, bool] = {}
+    for key, value in raw.items():
+        name = known.get(key)
+        if name is None:
+            problems.append(f"diffill.features.{key}: unknown feature (ignored)")
+        elif not isinstance(value, bool):
+            problems.append(f"diffill.features.{key}: expected true or false; keeping {getattr(previous, name)}")
+        else:
+            changes[name] = value
+    return replace(previous, **changes), problems
+
+
+def settings_section(raw: Any) -> Any:
+    """The diffill part of a didChangeConfiguration payload.
+
+    Clients send either {"diffill": {...}} (VS Code, Neovim's `settings`) or the bare
+    object; both are accepted.  None means "nothing for diffill here".
+    """
+    if not isinstance(raw, dict):
+        return raw
+    if "diffill" in raw:
+        return raw["diffill"]
+    # A client that pushes every extension's settings at once: take the payload as ours
+    # only if it names one of our keys, so other tools' settings are not "unknown keys".
+    ours = {_camel(name) for name in _CHECKS} | {"features"}
+    return raw if ours & set(raw) else None

@@ -1,0 +1,156 @@
+"""Shared pieces for the language-server tests: hand-built client capabilities (pytest-lsp's
+profiles lack inlineCompletion), a client that records applyEdit and diffill/status, and
+helpers to open documents and apply LSP edits to a text the way an editor would."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, make_test_lsp_client
+
+from lsp_server.documents import Document
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVER_COMMAND = [sys.executable, "-m", "lsp_server"]
+
+
+def server_env(model: str | None = "tiny-random") -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DIFFILL_MODEL"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    if model is not None:
+        env["DIFFILL_MODEL"] = model
+    return env
+
+
+def capabilities(*, inline: bool = True, resolve: bool = True, literal: bool = True,
+                 progress: bool = True, document_changes: bool = True) -> types.ClientCapabilities:
+    return types.ClientCapabilities(
+        general=types.GeneralClientCapabilities(position_encodings=[types.PositionEncodingKind.Utf16]),
+        window=types.WindowClientCapabilities(work_done_progress=progress),
+        workspace=types.WorkspaceClientCapabilities(
+            apply_edit=True,
+            configuration=True,
+            workspace_edit=types.WorkspaceEditClientCapabilities(document_changes=document_changes),
+        ),
+        text_document=types.TextDocumentClientCapabilities(
+            synchronization=types.TextDocumentSyncClientCapabilities(),
+            completion=types.CompletionClientCapabilities(
+                completion_item=types.ClientCompletionItemOptions(snippet_support=False),
+            ),
+            inline_completion=types.InlineCompletionClientCapabilities() if inline else None,
+            code_action=types.CodeActionClientCapabilities(
+                code_action_literal_support=types.ClientCodeActionLiteralOptions(
+                    code_action_kind=types.ClientCodeActionKindOptions(
+                        value_set=[types.CodeActionKind.RefactorRewrite, types.CodeActionKind.QuickFix]
+                    )
+                ) if literal else None,
+                data_support=True,
+                resolve_support=types.ClientCodeActionResolveOptions(properties=["edit"]) if resolve else None,
+            ),
+            rename=types.RenameClientCapabilities(prepare_support=True),
+        ),
+    )
+
+
+def make_client() -> LanguageClient:
+    client = make_test_lsp_client()
+    client.applied_edits = []  # type: ignore[attr-defined]
+    client.statuses = []  # type: ignore[attr-defined]
+
+    @client.feature(types.WORKSPACE_APPLY_EDIT)
+    def apply_edit(params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
+        client.applied_edits.append(params)  # type: ignore[attr-defined]
+        return types.ApplyWorkspaceEditResult(applied=True)
+
+    @client.feature("diffill/status")
+    def status(params: Any) -> None:
+        # pygls hands unknown notifications' params over as a namedtuple
+        client.statuses.append(params._asdict() if hasattr(params, "_asdict") else dict(params))  # type: ignore[attr-defined]
+
+    return client
+
+
+def config(model: str | None = "tiny-random") -> ClientServerConfig:
+    return ClientServerConfig(server_command=SERVER_COMMAND, server_env=server_env(model), client_factory=make_client)
+
+
+async def initialize(client: LanguageClient, options: dict | None = None, **caps: bool) -> types.InitializeResult:
+    return await client.initialize_session(types.InitializeParams(
+        capabilities=capabilities(**caps),
+        initialization_options=options if options is not None else {"maxHoleTokens": 8},
+    ))
+
+
+async def close(client: LanguageClient) -> None:
+    """Shut the server down politely; kill it if it does not answer (a failed test must not
+    hang in pygls' stop(), which waits for the process to exit by itself)."""
+    if client._server is not None and client._server.returncode is None:
+        try:
+            await asyncio.wait_for(client.shutdown_session(), 20)
+        except Exception:
+            pass
+    if client._server is not None and client._server.returncode is None:
+        client._server.kill()
+    await client.stop()
+
+
+async def send_raw(client: LanguageClient, method: str, params: Any, msg_id: str) -> Any:
+    """Send a request whose params are plain JSON, unchecked: how a buggy client sends
+    params that do not match the LSP schema (pygls' typed send would refuse them)."""
+    from concurrent.futures import Future
+
+    from pygls.protocol.json_rpc import JsonRPCRequestMessage
+
+    future: Future = Future()
+    client.protocol._request_futures[msg_id] = future
+    client.protocol._send_data(JsonRPCRequestMessage(id=msg_id, method=method, jsonrpc="2.0", params=params))
+    return await asyncio.wait_for(asyncio.wrap_future(future), 30)
+
+
+def open_doc(client: LanguageClient, uri: str, text: str, language: str = "python", version: int = 1) -> None:
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id=language, version=version, text=text)))
+
+
+def change_doc(client: LanguageClient, uri: str, version: int, rng: types.Range, text: str) -> None:
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        content_changes=[types.TextDocumentContentChangePartial(range=rng, text=text)],
+    ))
+
+
+def position_of(text: str, needle: str, delta: int = 0) -> types.Position:
+    return Document("file:///x", "python", 0, text).position_at(text.index(needle) + delta)
+
+
+def offsets(text: str, rng: types.Range) -> tuple[int, int]:
+    return Document("file:///x", "python", 0, text).range_offsets(rng)
+
+
+def apply_edits(text: str, edits: list[types.TextEdit]) -> str:
+    """Apply non-overlapping TextEdits (ranges in the original text), as an editor does."""
+    spans = sorted(((*offsets(text, e.range), e.new_text) for e in edits), reverse=True)
+    for start, end, new in spans:
+        text = text[:start] + new + text[end:]
+    return text
+
+
+def edits_for(edit: types.WorkspaceEdit, uri: str) -> list[types.TextEdit]:
+    out: list[types.TextEdit] = []
+    for change in edit.document_changes or []:
+        if isinstance(change, types.TextDocumentEdit) and change.text_document.uri == uri:
+            out.extend(change.edits)
+    out.extend((edit.changes or {}).get(uri, []))
+    return out
+
+
+def all_edit_uris(edit: types.WorkspaceEdit) -> set[str]:
+    uris = set((edit.changes or {}).keys())
+    for change in edit.document_changes or []:
+        uris.add(change.text_document.uri)
+    return uris
