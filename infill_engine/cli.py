@@ -64,6 +64,8 @@ def _sampler_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--allow-network", action="store_true", help="let --model be fetched from the hub")
     ap.add_argument("--trust-remote-code", action="store_true", help="run the checkpoint's own Python code")
+    ap.add_argument("--approximate-cache", action="store_true",
+                    help="Dream/LLaDA: reuse the context's keys/values across steps (faster, approximate)")
     ap.add_argument("--strategy", default="threshold",
                     choices=["threshold", "confidence", "entropy", "margin", "fixed"])
     ap.add_argument("--threshold", type=float, default=0.9)
@@ -86,7 +88,8 @@ def fill(argv: list[str]) -> int:
     text = read_source(args.file)
     from .engine import Engine
 
-    engine = Engine.load(args.model, args.device, args.trust_remote_code, args.allow_network)
+    engine = Engine.load(args.model, args.device, args.trust_remote_code, args.allow_network,
+                         args.approximate_cache)
     if engine.is_random:
         print(f"diffill: warning: {engine.name}", file=sys.stderr)
     sampler = SamplerSettings(strategy=args.strategy, threshold=args.threshold,

@@ -51,9 +51,10 @@ class Engine:
     # -- construction -----------------------------------------------------------------------
     @classmethod
     def load(cls, model: str | None = None, device: str = "cpu", trust_remote_code: bool = False,
-             allow_network: bool = False) -> "Engine":
+             allow_network: bool = False, approximate_cache: bool = False) -> "Engine":
         """None: the bundled model.  A directory of diffill's format, or a Dream/LLaDA checkpoint
-        (local directory, or a hub id when allow_network)."""
+        (local directory, or a hub id when allow_network).  approximate_cache: Fast-dLLM-style
+        reuse of a full-attention checkpoint's context keys/values (faster, not exact)."""
         if model is None:
             if (WEIGHTS_DIR / "model.safetensors").exists():
                 return cls(BundledBackend.from_directory(WEIGHTS_DIR, device, name="diffill-small (bundled)"))
@@ -66,7 +67,7 @@ class Engine:
         from .backends.hf import load_checkpoint
 
         return cls(load_checkpoint(model, device=device, trust_remote_code=trust_remote_code,
-                                   allow_network=allow_network))
+                                   allow_network=allow_network, approximate_cache=approximate_cache))
 
     @classmethod
     def tiny_random(cls, seed: int = 0) -> "Engine":

@@ -6,7 +6,8 @@ rerun with the same `--out` resumes from the last one.  `--export DIR` writes th
 form (bf16 weights + tokenizer + config) at the end.
 
 Loss (MDLM / LLaDA): t ~ U(0,1], each hole slot masked with probability t, cross-entropy
-on masked slots weighted by 1/t, normalised by the number of hole slots.
+on masked slots weighted by 1/t, normalised by the number of hole slots (see diffusion_loss
+for how t is estimated).
 """
 
 from __future__ import annotations
@@ -39,8 +40,13 @@ def masked_cross_entropy(model: Transformer, batch: Batch) -> torch.Tensor:
 
 
 def diffusion_loss(model: Transformer, batch: Batch) -> torch.Tensor:
+    """The 1/t-weighted masked-diffusion loss, with t taken as the realised masking rate
+    (masked slots / hole slots) rather than the sampled one.  In expectation they agree; but
+    an example drawn with t = 0.001 still gets one masked slot, and weighting that slot by
+    1000 / hole_size let single tokens dominate small batches (seen: training stalled at
+    unigram loss).  With the realised rate each example's loss is its mean over masked slots."""
     ce = masked_cross_entropy(model, batch)
-    per_example = ce.sum(1) * batch.weight / batch.hole.sum(1).clamp(min=1)
+    per_example = ce.sum(1) / batch.masked.sum(1).clamp(min=1)
     return per_example.mean()
 
 
