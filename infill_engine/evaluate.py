@@ -367,11 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     """`diffill eval ...`; returns the exit status (0 ok, 2 bad input)."""
     args = build_parser().parse_args(argv)
     try:
-        data = resolve_data(args.data)
+        # Arguments first, then the data: a bad argument is reported wherever the data lives.
         if args.limit is not None and args.limit < 1:
             raise ValueError("--limit must be at least 1")
         if args.timeout <= 0 or args.memory_mb < 64:
             raise ValueError("--timeout must be positive and --memory-mb at least 64")
+        data = resolve_data(args.data)
         sampler = SamplerSettings(strategy=args.strategy, threshold=args.threshold,
                                   tokens_per_step=args.tokens_per_step, max_steps=args.max_steps,
                                   temperature=args.temperature)  # fmt: skip
