@@ -72,9 +72,8 @@ class Engine:
     @classmethod
     def tiny_random(cls, seed: int = 0) -> "Engine":
         """A 2-layer random model with the bundled tokenizer: exercises the plumbing in milliseconds."""
-        cfg = ModelConfig(vocab_size=CodeTokenizer.load(WEIGHTS_DIR / "tokenizer.json").vocab_size,
-                          dim=32, n_layers=2, n_heads=2, ffn_hidden=64, max_seq_len=512)
         tok = CodeTokenizer.load(WEIGHTS_DIR / "tokenizer.json")
+        cfg = ModelConfig(vocab_size=tok.vocab_size, dim=32, n_layers=2, n_heads=2, ffn_hidden=64, max_seq_len=512)
         return cls(BundledBackend.random(cfg, tok, seed=seed, name="tiny-random"), is_random=True)
 
     # -- public API ---------------------------------------------------------------------------
