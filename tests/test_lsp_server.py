@@ -115,6 +115,10 @@ async def test_capabilities_are_advertised(client: LanguageClient):
 
 
 async def test_status_notification_and_command(client: LanguageClient):
+    for _ in range(200):  # notifications arrive asynchronously: wait for the first one
+        if client.statuses:
+            break
+        await asyncio.sleep(0.05)
     assert client.statuses[0]["state"] == "loading"  # the model loads in the background from `initialized`
     for _ in range(200):
         if any(s["state"] == "ready" for s in client.statuses):
