@@ -19,6 +19,29 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVER_COMMAND = [sys.executable, "-m", "lsp_server"]
 
 
+# A small Python module with a function to rewrite, a body to fill and names to rename; shared by
+# the action tests and the server tests.
+SOURCE = '''import math
+
+
+def area(radius):
+    return math.pi * radius ** 2
+
+
+def describe(shape, radius):
+    total = area(radius)
+    label = f"{shape}: {total:.2f}"
+    return label
+
+
+def todo(items):
+    pass
+
+
+print(describe("circle", 2.0))
+'''
+
+
 def server_env(model: str | None = "tiny-random") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "DIFFILL_MODEL"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")

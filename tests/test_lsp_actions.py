@@ -14,26 +14,8 @@ from infill_engine import spans
 from infill_engine.engine import Engine
 from infill_engine.request import Candidate, InfillRequest, InfillResult, TokenLikelihood
 from lsp_server import actions
+from lsp_harness import SOURCE
 
-SOURCE = '''import math
-
-
-def area(radius):
-    return math.pi * radius ** 2
-
-
-def describe(shape, radius):
-    total = area(radius)
-    label = f"{shape}: {total:.2f}"
-    return label
-
-
-def todo(items):
-    pass
-
-
-print(describe("circle", 2.0))
-'''
 
 
 class ScriptedEngine:

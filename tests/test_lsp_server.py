@@ -18,29 +18,10 @@ from pytest_lsp import LanguageClient
 
 from infill_engine import spans
 from lsp_harness import (all_edit_uris, apply_edits, change_doc, close, config, edits_for, initialize, send_raw,
-                         offsets, open_doc, position_of)
+                         offsets, open_doc, position_of, SOURCE)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-SOURCE = '''import math
-
-
-def area(radius):
-    return math.pi * radius ** 2
-
-
-def describe(shape, radius):
-    total = area(radius)
-    label = f"{shape}: {total:.2f}"
-    return label
-
-
-def todo(items):
-    pass
-
-
-print(describe("circle", 2.0))
-'''
 
 SHADOW = '''count = 10
 
