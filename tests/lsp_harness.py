@@ -41,6 +41,20 @@ def todo(items):
 print(describe("circle", 2.0))
 '''
 
+# A global shadowed by a local of the same name: renames must keep the two apart.
+SHADOW = '''count = 10
+
+
+def tally(values):
+    count = 0
+    for v in values:
+        count += v
+    return count
+
+
+print(count)
+'''
+
 
 def server_env(model: str | None = "tiny-random") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "DIFFILL_MODEL"}

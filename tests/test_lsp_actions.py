@@ -14,7 +14,7 @@ from infill_engine import spans
 from infill_engine.engine import Engine
 from infill_engine.request import Candidate, InfillRequest, InfillResult, TokenLikelihood
 from lsp_server import actions
-from lsp_harness import SOURCE
+from lsp_harness import SHADOW, SOURCE
 
 
 
@@ -218,20 +218,6 @@ def test_available_actions():
 
 
 # -- names -------------------------------------------------------------------------------
-
-SHADOW = '''count = 10
-
-
-def tally(values):
-    count = 0
-    for v in values:
-        count += v
-    return count
-
-
-print(count)
-'''
-
 
 def test_rename_edits_exactly_the_in_scope_occurrences():
     inner = [i for i in range(len(SHADOW)) if SHADOW.startswith("count", i)][1:4]

@@ -18,23 +18,9 @@ from pytest_lsp import LanguageClient
 
 from infill_engine import spans
 from lsp_harness import (all_edit_uris, apply_edits, change_doc, close, config, edits_for, initialize, send_raw,
-                         offsets, open_doc, position_of, SOURCE)
+                         offsets, open_doc, position_of, SHADOW, SOURCE)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-SHADOW = '''count = 10
-
-
-def tally(values):
-    count = 0
-    for v in values:
-        count += v
-    return count
-
-
-print(count)
-'''
 
 
 @pytest_lsp.fixture(config=config(), scope="module")

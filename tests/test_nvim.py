@@ -320,3 +320,18 @@ def test_fill_replaces_only_the_body(nvim: str, tmp_path: Path) -> None:
     body = after[signature + 1:]
     assert body and body != ["    pass"]
     assert r["marks"] == []
+
+
+@pytest.mark.parametrize("nvim", NVIMS)
+def test_suggest_name_renames_only_the_scope_or_says_why_not(nvim: str, tmp_path: Path) -> None:
+    r = run_scenario(nvim, "name_scenario.lua", tmp_path, tiny_model=True)
+    before, after = r["before"], r["after"]
+    if after != before:
+        # Lines 5, 7 and 8 hold the local, all renamed alike; the global on lines 1 and 11 keeps its name.
+        name = after[4].split()[0]
+        assert name.isidentifier() and name != "count"
+        local = {4, 6, 7}
+        assert after == [line.replace("count", name) if i in local else line for i, line in enumerate(before)]
+    else:
+        assert after == before
+        assert any("no better name" in n["message"] for n in r["notifications"]), r["notifications"]

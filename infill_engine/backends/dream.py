@@ -14,7 +14,7 @@ from tokenizers import Tokenizer
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from ..request import InfillError
-from .model_spec import ModelSpec, config_ids, special_token_ids, token_id, unused_ids
+from .model_spec import ModelSpec, banned_ids, config_ids, token_id
 
 # Dream's README documents a 2048-token training context; the config inherits
 # Qwen2.5's 131072 positions, which the diffusion model never saw.
@@ -65,13 +65,7 @@ def describe(config: dict, tokenizer: Tokenizer) -> ModelSpec:
 
     # DreamOn's <|expand|> asks the sampler to grow the hole; diffill opens a fixed number
     # of slots instead, so the token must never be committed.
-    expand_id = token_id(tokenizer, EXPAND)
-    banned = special_token_ids(tokenizer) | ends | {mask_id}
-    if expand_id is not None:
-        banned.add(expand_id)
-    banned.discard(pad_id)  # type: ignore[arg-type]
-    vocab = int(config["vocab_size"])
-    banned_ids = sorted(i for i in banned if i < vocab) + unused_ids(tokenizer, vocab)
+    banned = banned_ids(tokenizer, int(config["vocab_size"]), pad_id, *ends, int(mask_id), token_id(tokenizer, EXPAND))
 
     return ModelSpec(
         family="dream",
@@ -83,7 +77,7 @@ def describe(config: dict, tokenizer: Tokenizer) -> ModelSpec:
         mask_id=int(mask_id),
         pad_id=None if pad_id is None else int(pad_id),
         end_ids=sorted(ends),
-        banned_ids=banned_ids,
+        banned_ids=banned,
         max_len=min(int(config.get("max_position_embeddings", TRAINED_CONTEXT)), TRAINED_CONTEXT),
     )
 

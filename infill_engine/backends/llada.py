@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from ..request import InfillError
-from .model_spec import ModelSpec, config_ids, special_token_ids, token_id, unused_ids
+from .model_spec import ModelSpec, banned_ids, config_ids, token_id
 
 MASK, EOS, EOT, BOS = "<|mdm_mask|>", "<|endoftext|>", "<|eot_id|>", "<|startoftext|>"
 DEFAULT_MASK_ID = 126336  # LLaDA's modeling code hard-codes it where config.json omits it
@@ -114,12 +114,7 @@ def describe(config: dict, tokenizer: Tokenizer, native: bool = True) -> ModelSp
     ends |= {t for t in (token_id(tokenizer, name) for name in (EOS, EOT)) if t is not None}
     ends.discard(pad_id)  # type: ignore[arg-type]
 
-    banned = special_token_ids(tokenizer) | ends | {int(mask_id)}
-    bos = token_id(tokenizer, BOS)
-    if bos is not None:
-        banned.add(bos)
-    banned.discard(pad_id)  # type: ignore[arg-type]
-    banned_ids = sorted(i for i in banned if i < vocab) + unused_ids(tokenizer, vocab)
+    banned = banned_ids(tokenizer, vocab, pad_id, *ends, int(mask_id), token_id(tokenizer, BOS))
 
     return ModelSpec(
         family="llada",
@@ -131,7 +126,7 @@ def describe(config: dict, tokenizer: Tokenizer, native: bool = True) -> ModelSp
         mask_id=int(mask_id),
         pad_id=None if pad_id is None else int(pad_id),
         end_ids=sorted(ends),
-        banned_ids=banned_ids,
+        banned_ids=banned,
         max_len=min(max_seq, 4096),
         logit_scale=1.0 / math.sqrt(d_model) if config.get("scale_logits") else 1.0,
     )

@@ -42,6 +42,15 @@ def unused_ids(tokenizer: Tokenizer, model_vocab: int) -> list[int]:
     return list(range(last + 1, model_vocab))
 
 
+def banned_ids(tokenizer: Tokenizer, vocab: int, pad_id: int | None, *never: int | None) -> list[int]:
+    """Ids a hole may never commit: special and unused tokens plus `never`, except the pad.
+
+    The pad stays allowed because it is how a hole says "no more text here"."""
+    banned = special_token_ids(tokenizer) | {i for i in never if i is not None}
+    banned.discard(pad_id)  # type: ignore[arg-type]
+    return sorted(i for i in banned if i < vocab) + unused_ids(tokenizer, vocab)
+
+
 def token_id(tokenizer: Tokenizer, *names: str) -> int | None:
     for name in names:
         tid = tokenizer.token_to_id(name)

@@ -97,6 +97,20 @@ local function with_client(bufnr, callback)
   return client
 end
 
+-- The commands take [uri, position] or [uri, range], as the server's code actions do.
+local function at_cursor(command, doing, callback, bufnr)
+  bufnr = resolve(bufnr)
+  local client = with_client(bufnr, callback)
+  if client then
+    M.execute(bufnr, command, { vim.uri_from_bufnr(bufnr), cursor_position(bufnr, client) }, doing, callback)
+  end
+end
+
+local function over_range(bufnr, client, command, opts, doing, callback)
+  local range = M.command_range(bufnr, opts, lsp.encoding(client))
+  M.execute(bufnr, command, { vim.uri_from_bufnr(bufnr), range }, doing, callback)
+end
+
 --- Rewrite the selected code (the server widens it to whole syntax nodes).
 function M.rewrite(opts, callback, bufnr)
   bufnr = resolve(bufnr)
@@ -111,17 +125,12 @@ function M.rewrite(opts, callback, bufnr)
     end
     return
   end
-  local range = M.command_range(bufnr, opts, lsp.encoding(client))
-  M.execute(bufnr, "diffill.rewriteSelection", { vim.uri_from_bufnr(bufnr), range }, "rewriting", callback)
+  over_range(bufnr, client, "diffill.rewriteSelection", opts, "rewriting", callback)
 end
 
 --- Fill in the body of the function (or block) at the cursor.
 function M.fill(callback, bufnr)
-  bufnr = resolve(bufnr)
-  local client = with_client(bufnr, callback)
-  if client then
-    M.execute(bufnr, "diffill.fillBody", { vim.uri_from_bufnr(bufnr), cursor_position(bufnr, client) }, "filling in the body", callback)
-  end
+  at_cursor("diffill.fillBody", "filling in the body", callback, bufnr)
 end
 
 --- Repair the given lines / selection (the cursor's line without one).
@@ -129,18 +138,13 @@ function M.repair(opts, callback, bufnr)
   bufnr = resolve(bufnr)
   local client = with_client(bufnr, callback)
   if client then
-    local range = M.command_range(bufnr, opts or { range = 0 }, lsp.encoding(client))
-    M.execute(bufnr, "diffill.repair", { vim.uri_from_bufnr(bufnr), range }, "repairing", callback)
+    over_range(bufnr, client, "diffill.repair", opts or { range = 0 }, "repairing", callback)
   end
 end
 
 --- Suggest a name for the symbol at the cursor (renames its occurrences).
 function M.suggest_name(callback, bufnr)
-  bufnr = resolve(bufnr)
-  local client = with_client(bufnr, callback)
-  if client then
-    M.execute(bufnr, "diffill.suggestName", { vim.uri_from_bufnr(bufnr), cursor_position(bufnr, client) }, "suggesting a name", callback)
-  end
+  at_cursor("diffill.suggestName", "suggesting a name", callback, bufnr)
 end
 
 --- Switch suggestions on/off in the server (`enable` nil flips).
