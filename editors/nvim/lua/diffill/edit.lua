@@ -10,9 +10,8 @@ local function resolve(bufnr)
   return (bufnr == nil or bufnr == 0) and vim.api.nvim_get_current_buf() or bufnr
 end
 
---- workspace/executeCommand; `callback(err, result)` runs when the server answers.
-function M.execute(bufnr, command, arguments, title, callback)
-  bufnr = resolve(bufnr)
+-- The attached diffill client, or nil after telling the user (and `callback`) there is none.
+local function with_client(bufnr, callback)
   local client = lsp.client(bufnr)
   if not client then
     local message = "no diffill server is attached to this buffer"
@@ -20,6 +19,16 @@ function M.execute(bufnr, command, arguments, title, callback)
     if callback then
       callback(message, nil)
     end
+    return nil
+  end
+  return client
+end
+
+--- workspace/executeCommand; `callback(err, result)` runs when the server answers.
+function M.execute(bufnr, command, arguments, title, callback)
+  bufnr = resolve(bufnr)
+  local client = with_client(bufnr, callback)
+  if not client then
     return
   end
   if title then
@@ -82,19 +91,6 @@ end
 local function cursor_position(bufnr, client)
   local cursor = vim.api.nvim_win_get_cursor(0)
   return lsp.position(bufnr, cursor[1] - 1, cursor[2], lsp.encoding(client))
-end
-
-local function with_client(bufnr, callback)
-  local client = lsp.client(bufnr)
-  if not client then
-    local message = "no diffill server is attached to this buffer"
-    vim.notify("diffill: " .. message, vim.log.levels.WARN)
-    if callback then
-      callback(message, nil)
-    end
-    return nil
-  end
-  return client
 end
 
 -- The commands take [uri, position] or [uri, range], as the server's code actions do.

@@ -14,6 +14,10 @@ M.has_012 = vim.fn.has("nvim-0.12") == 1
 
 local clients_by_root = {} -- 0.7 only: client id per root directory
 
+local function server_exited(code, signal)
+  status.update({ state = code == 0 and "stopped" or "error", message = ("server exited (code %s, signal %s)"):format(code, signal) })
+end
+
 local function handlers()
   return {
     ["diffill/status"] = function(_, params)
@@ -62,9 +66,7 @@ local function client_config(opts, root)
     init_options = settings,
     settings = { diffill = settings },
     handlers = handlers(),
-    on_exit = function(code, signal)
-      status.update({ state = code == 0 and "stopped" or "error", message = ("server exited (code %s, signal %s)"):format(code, signal) })
-    end,
+    on_exit = server_exited,
   }
 end
 
@@ -105,9 +107,7 @@ function M.enable(opts, group)
       init_options = settings,
       settings = { diffill = settings },
       handlers = handlers(),
-      on_exit = function(code, signal)
-        status.update({ state = code == 0 and "stopped" or "error", message = ("server exited (code %s, signal %s)"):format(code, signal) })
-      end,
+      on_exit = server_exited,
     })
     vim.lsp.enable(M.name)
     return
