@@ -111,7 +111,7 @@ def fill(argv: list[str]) -> int:
 
 
 def _rewrite_lines(engine, text: str, args, sampler: SamplerSettings, on_step) -> int:
-    from . import spans
+    from .syntax import spans
 
     first, last = _pair(args.select, "--select")
     n_lines = text.count("\n") + 1
@@ -138,19 +138,19 @@ def main(argv: list[str] | None = None) -> int:
         if command == "fill":
             return fill(rest)
         if command == "bench":
-            from .bench import main as bench_main
+            from .pipeline.bench import main as bench_main
             return bench_main(rest)
         if command == "serve":
             from lsp_server.__main__ import main as serve_main
             return serve_main(rest)
         if command == "eval":
-            from .evaluate import main as eval_main
+            from .pipeline.evaluate import main as eval_main
             return eval_main(rest)
         if command == "corpus":
-            from .corpus import main as corpus_main
+            from .pipeline.corpus import main as corpus_main
             return corpus_main(rest)
         if command == "train":
-            from .train import main as train_main
+            from .pipeline.train import main as train_main
             return train_main(rest)
     except (CliError, InfillError) as exc:
         print(f"diffill {command}: error: {exc}", file=sys.stderr)

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from infill_engine import spans
+from infill_engine.syntax import spans
 from infill_engine.request import InfillRequest, InfillResult, SamplerSettings
 
 if TYPE_CHECKING:  # the engine pulls in torch; this module only calls it

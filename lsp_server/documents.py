@@ -14,7 +14,7 @@ from typing import Any
 
 from lsprotocol import types
 
-from infill_engine import spans
+from infill_engine.syntax import spans
 
 # Past this size a document keeps its text (so sync stays correct) but gets no syntax
 # tree and no model features: a 10 MB file is almost always generated or data, and a

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from infill_engine.evaluate import (
+from infill_engine.pipeline.evaluate import (
     DATA_ENV,
     Problem,
     default_max_length,
@@ -24,7 +24,7 @@ from infill_engine.evaluate import (
     resolve_data,
     select_problems,
 )
-from infill_engine.execution import KEEP_OUTPUT_CHARS, build_program, run_program, run_programs
+from infill_engine.pipeline.sandbox import KEEP_OUTPUT_CHARS, build_program, run_program, run_programs
 from infill_engine.request import Candidate, InfillError, InfillRequest, InfillResult
 
 

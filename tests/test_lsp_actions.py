@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from infill_engine import spans
+from infill_engine.syntax import spans
 from infill_engine.engine import Engine
 from infill_engine.request import Candidate, InfillRequest, InfillResult, TokenLikelihood
 from lsp_server import actions

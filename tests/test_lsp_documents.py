@@ -7,7 +7,7 @@ import random
 import pytest
 from lsprotocol import types
 
-from infill_engine.syntax import error_nodes, parse_text
+from infill_engine.syntax.parse import error_nodes, parse_text
 from lsp_server.documents import MAX_FEATURE_CHARS, Document, DocumentStore, PositionOutOfRange, StaleVersion, UnknownDocument
 from lsp_server.settings import Settings, merge_settings, settings_section
 from lsp_server.suggestion_cache import WINDOW, Entry, SuggestionCache

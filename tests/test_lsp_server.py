@@ -16,7 +16,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcContentModified, JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
 from pytest_lsp import LanguageClient
 
-from infill_engine import spans
+from infill_engine.syntax import spans
 from lsp_harness import (all_edit_uris, apply_edits, change_doc, close, config, edits_for, initialize, send_raw,
                          offsets, open_doc, position_of, SHADOW, SOURCE)
 

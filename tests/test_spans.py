@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infill_engine.spans import (
+from infill_engine.syntax.spans import (
     SyntaxDocument,
     body_span,
     enclosing_line_span,
@@ -21,7 +21,7 @@ from infill_engine.spans import (
     rewrite_span,
     syntax_ok,
 )
-from infill_engine.syntax import TextOffsets, error_nodes, parse_text, ts_parser
+from infill_engine.syntax.parse import TextOffsets, error_nodes, parse_text, ts_parser
 
 SAMPLES = Path(__file__).parent / "spans_samples"
 SAMPLE_FILES = {p.name: p.read_text(encoding="utf-8") for p in sorted(SAMPLES.iterdir())}

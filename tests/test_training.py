@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from infill_engine import corpus, train
-from infill_engine.corpus import classify_license
+from infill_engine.pipeline import corpus, train
+from infill_engine.pipeline.corpus import classify_license
 from infill_engine.tokenizer import CodeTokenizer
-from infill_engine.training_data import ExampleSampler
+from infill_engine.pipeline.training_data import ExampleSampler
 
 
 class Meta(dict):

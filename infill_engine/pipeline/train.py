@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from .corpus import read_texts
-from .model import ModelConfig, Transformer
-from .tokenizer import CodeTokenizer
+from ..model import ModelConfig, Transformer
+from ..tokenizer import CodeTokenizer
 from .training_data import Batch, ExampleSampler
 
 

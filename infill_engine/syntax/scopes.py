@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 
 from tree_sitter import Node
 
-from infill_engine.syntax import ParsedText, captures, has_node_type, identifier_node_at, parse_text
+from infill_engine.syntax.parse import ParsedText, captures, has_node_type, identifier_node_at, parse_text
 
 
 def occurrences(text: str, language: str | None, offset: int) -> list[tuple[int, int]]:

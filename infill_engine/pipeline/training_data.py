@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import torch
 
-from .tokenizer import CodeTokenizer
+from ..tokenizer import CodeTokenizer
 
 MAX_HOLE = 128
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .request import InfillRequest, SamplerSettings
+from ..request import InfillRequest, SamplerSettings
 
 SAMPLERS = {
     "confidence (1/step)": SamplerSettings(strategy="confidence"),
@@ -28,7 +28,7 @@ SAMPLERS = {
 def holes_from_source(count: int) -> list[tuple[str, str, str]]:
     """(prefix, middle, suffix) holes cut from diffill's own source: whole lines and blocks,
     a fixed selection so runs are comparable."""
-    files = sorted(Path(__file__).resolve().parent.glob("*.py"))
+    files = sorted(Path(__file__).resolve().parents[1].rglob("*.py"))
     text = "\n".join(p.read_text() for p in files)
     lines = text.splitlines(keepends=True)
     holes, i = [], 40
@@ -56,7 +56,7 @@ def bench_cache(engine, context_tokens: int, hole_tokens: int, repeats: int) -> 
     model = getattr(engine.backend, "model", None)
     if model is None or not hasattr(model, "prefill"):
         return {"skipped": "the backend has no exact context cache"}
-    source = "\n".join(p.read_text() for p in sorted(Path(__file__).resolve().parent.glob("*.py")))
+    source = "\n".join(p.read_text() for p in sorted(Path(__file__).resolve().parents[1].rglob("*.py")))
     ctx = engine.backend.encode(source)[:context_tokens]
     L = len(ctx) + hole_tokens
     ids = torch.tensor([ctx[: len(ctx) // 2] + [engine.backend.mask_id] * hole_tokens + ctx[len(ctx) // 2:]])
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.lsp:
         from lsp_server.latency_bench import main as lsp_main
         return lsp_main(rest)
-    from .engine import Engine
+    from ..engine import Engine
 
     engine = Engine.load(args.model, args.device)
     print(f"model: {engine.name}  threads: {torch.get_num_threads()}")

@@ -2,7 +2,7 @@
 
 Protocol (as in the HumanEval-Infilling paper and the diffusion-coder reports):
 the program `prompt + completion + suffix + "\\n" + test + "check(entry_point)"` is run in a
-sandboxed subprocess (see execution.py); pass@1 is the fraction that run to the end.
+sandboxed subprocess (see sandbox.py); pass@1 is the fraction that run to the end.
 The completion is used exactly as the engine returns it — no trimming or line fixing.
 
 Length modes:
@@ -40,7 +40,7 @@ from typing import Literal, Protocol, Sequence
 
 from tqdm import tqdm
 
-from infill_engine.execution import ExecOutcome, build_program, run_program
+from infill_engine.pipeline.sandbox import ExecOutcome, build_program, run_program
 from infill_engine.request import InfillError, InfillRequest, InfillResult, SamplerSettings
 
 LengthMode = Literal["auto", "oracle"]
@@ -84,7 +84,7 @@ class Problem:
 
 def humaneval_dirs() -> list[Path]:
     """Where the `single`/`multi` shorthands look, first match wins."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     dirs = [Path(os.environ[DATA_ENV]).expanduser()] if os.environ.get(DATA_ENV) else []
     for base in (repo, repo.parent, Path.cwd(), Path.cwd().parent):
         dirs.append(base / "shared" / "data" / "humaneval-infilling")

@@ -17,8 +17,8 @@ import re
 
 from tree_sitter import Node
 
-from infill_engine.scopes import occurrences
-from infill_engine.syntax import (
+from infill_engine.syntax.scopes import occurrences
+from infill_engine.syntax.parse import (
     LANGUAGES,
     ParsedText,
     SyntaxDocument,
