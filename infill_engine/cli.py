@@ -17,6 +17,7 @@ commands:
   serve                         the language server (LSP over stdio, or --tcp HOST:PORT)
   eval                          HumanEval-Infilling pass@1, executed in a sandbox
   corpus                        build the training corpus from installed permissive packages
+  shards                        tokenize the corpus once into token streams (fits the tokenizer)
   train                         train the bundled model
 """
 
@@ -149,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         if command == "corpus":
             from .pipeline.corpus import main as corpus_main
             return corpus_main(rest)
+        if command == "shards":
+            from .pipeline.shards import main as shards_main
+            return shards_main(rest)
         if command == "train":
             from .pipeline.train import main as train_main
             return train_main(rest)

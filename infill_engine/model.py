@@ -60,9 +60,12 @@ class RMSNorm(nn.Module):
 
 
 def rope_tables(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin for explicit positions [L] -> [L, head_dim/2] each."""
+    """cos/sin for explicit positions [L] -> [L, head_dim/2] each, or [B, L] -> [B, 1, L, head_dim/2]
+    (one row of positions per sequence, broadcast over the heads)."""
     inv = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
-    angles = positions.float()[:, None] * inv[None, :]
+    angles = positions.float()[..., None] * inv
+    if positions.dim() == 2:
+        angles = angles[:, None]
     return angles.cos(), angles.sin()
 
 
@@ -92,9 +95,23 @@ class Attention(nn.Module):
         if past is not None:
             k = torch.cat([past[0].expand(k.shape[0], -1, -1, -1), k], dim=2)
             v = torch.cat([past[1].expand(v.shape[0], -1, -1, -1), v], dim=2)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self._merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)), kv
+
+    def forward_split(self, x, cos, sin, n_context: int):
+        """The attention rule for x = [context (n_context) | hole]: two calls, no mask.  Context
+        queries see context keys; hole queries see all keys.  Exactly `forward` with the
+        rule's boolean mask, and lets SDPA pick its fastest (flash) kernels."""
+        q, k, v = self.project(x, cos, sin)
+        if n_context == 0:
+            return self._merge(F.scaled_dot_product_attention(q, k, v))
+        c = n_context
+        ctx = F.scaled_dot_product_attention(q[:, :, :c], k[:, :, :c], v[:, :, :c])
+        hole = F.scaled_dot_product_attention(q[:, :, c:], k, v)
+        return self._merge(torch.cat([ctx, hole], dim=2))
+
+    def _merge(self, y: torch.Tensor) -> torch.Tensor:
         B, H, L, D = y.shape
-        return self.out(y.transpose(1, 2).reshape(B, L, H * D)), kv
+        return self.out(y.transpose(1, 2).reshape(B, L, H * D))
 
 
 class FeedForward(nn.Module):
@@ -120,6 +137,10 @@ class Block(nn.Module):
         h, kv = self.attn(self.attn_norm(x), cos, sin, mask, past)
         x = x + h
         return x + self.ffn(self.ffn_norm(x)), kv
+
+    def forward_split(self, x, cos, sin, n_context: int):
+        x = x + self.attn.forward_split(self.attn_norm(x), cos, sin, n_context)
+        return x + self.ffn(self.ffn_norm(x))
 
 
 def attention_mask(hole: torch.Tensor) -> torch.Tensor:
@@ -167,6 +188,16 @@ class Transformer(nn.Module):
             x, _ = block(x, cos, sin, mask)
         return x
 
+    def hidden_split(self, ids: torch.Tensor, positions: torch.Tensor, n_context: int) -> torch.Tensor:
+        """Training's fast path: ids [B, L] laid out as [context (n_context) | hole], positions [B, L]
+        their places in the sequence (RoPE makes the physical order free) -> hidden [B, L, dim].
+        Same function as `hidden` with the hole mask, without building the mask."""
+        cos, sin = self._rope(positions)
+        x = self.embed(ids)
+        for block in self.blocks:
+            x = block.forward_split(x, cos, sin, n_context)
+        return x
+
     @torch.no_grad()
     def prefill(self, ctx_ids: torch.Tensor, ctx_positions: torch.Tensor) -> ContextCache:
         """Context keys/values: context attends only to context, so this is exact and reusable."""
@@ -192,17 +223,41 @@ class Transformer(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def save(self, directory: str | Path, dtype: torch.dtype = torch.bfloat16) -> None:
+    def save(self, directory: str | Path, dtype: torch.dtype = torch.bfloat16,
+             max_file_bytes: int | None = None) -> None:
+        """config.json + model.safetensors, or model-00001-of-0000N.safetensors files of at most
+        `max_file_bytes` each (for transports that cap file sizes)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.cfg.to_json(directory / "config.json")
+        for old in directory.glob("model*.safetensors"):
+            old.unlink()
         state = {k: v.detach().to(dtype).contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / "model.safetensors"))
+        parts: list[dict[str, torch.Tensor]] = [{}]
+        size = 0
+        for name, tensor in state.items():
+            nbytes = tensor.numel() * tensor.element_size()
+            if max_file_bytes and parts[-1] and size + nbytes > max_file_bytes:
+                parts.append({})
+                size = 0
+            parts[-1][name] = tensor
+            size += nbytes
+        if len(parts) == 1:
+            save_file(parts[0], str(directory / "model.safetensors"))
+            return
+        for i, part in enumerate(parts, 1):
+            save_file(part, str(directory / f"model-{i:05d}-of-{len(parts):05d}.safetensors"))
+
+    @staticmethod
+    def weight_files(directory: str | Path) -> list[Path]:
+        return sorted(Path(directory).glob("model*.safetensors"))
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> "Transformer":
         directory = Path(directory)
         model = cls(ModelConfig.from_json(directory / "config.json"))
-        state = load_file(str(directory / "model.safetensors"))
+        state = {}
+        for path in cls.weight_files(directory):
+            state.update(load_file(str(path)))
         model.load_state_dict({k: v.float() for k, v in state.items()})
         return model.to(device).eval()

@@ -53,29 +53,35 @@ class PackageEntry:
     sha256: list[str] = field(default_factory=list)
 
 
-def _package_sources() -> Iterator[tuple[str, str, str, list[Path]]]:
-    """(name, version, license, .py files) for the stdlib and every allowlisted installed distribution."""
+def _package_sources(sites: list[Path] = ()) -> Iterator[tuple[str, str, str, list[Path]]]:
+    """(name, version, license, .py files) for the stdlib and every allowlisted distribution installed
+    here or in `sites` (folders such as `pip install --target DIR` makes: packages installed only to
+    be read, never imported).  A distribution found twice is read once, from the first place."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     skip = {"site-packages", "test", "tests", "idlelib", "lib2to3", "turtledemo"}
     files = [p for p in stdlib.rglob("*.py") if not skip & set(p.relative_to(stdlib).parts)]
     yield "cpython-stdlib", sys.version.split()[0], "PSF", files
-    for dist in md.distributions():
+    names: set[str] = set()
+    dists = [d for site in sites for d in md.distributions(path=[str(site)])] + list(md.distributions())
+    for dist in dists:
         lic = classify_license(dist.metadata)
-        if lic is None or not dist.files:
+        key = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if lic is None or not dist.files or key in names:
             continue
+        names.add(key)
         py = [Path(dist.locate_file(f)) for f in dist.files if str(f).endswith(".py")]
         py = [p for p in py if "tests" not in p.parts and "test" not in p.parts]
         yield dist.metadata["Name"], dist.version, lic, py
 
 
-def build_corpus(out: Path, max_bytes: int | None = None) -> dict:
+def build_corpus(out: Path, max_bytes: int | None = None, sites: list[Path] = ()) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
     packages: list[PackageEntry] = []
     skipped = {"duplicate": 0, "humaneval": 0, "too_big": 0, "not_utf8": 0}
     total = 0
     with gzip.open(out / "train.jsonl.gz", "wt") as train, gzip.open(out / "valid.jsonl.gz", "wt") as valid:
-        for name, version, lic, files in _package_sources():
+        for name, version, lic, files in _package_sources(sites):
             entry = PackageEntry(name, version, lic)
             for path in sorted(files):
                 try:
@@ -124,6 +130,13 @@ def build_corpus(out: Path, max_bytes: int | None = None) -> dict:
     return manifest
 
 
+def _site_dirs(folder: Path) -> list[Path]:
+    """`folder` itself if it holds *.dist-info, else its subfolders that do (one per package)."""
+    if any(folder.glob("*.dist-info")):
+        return [folder]
+    return sorted(d for d in folder.iterdir() if d.is_dir() and any(d.glob("*.dist-info")))
+
+
 def read_texts(path: Path) -> Iterator[str]:
     with gzip.open(path, "rt") as f:
         for line in f:
@@ -134,9 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="diffill corpus", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("data/corpus"))
     ap.add_argument("--max-mb", type=float, default=None, help="stop after this many MB of source")
+    ap.add_argument("--site", type=Path, action="append", default=[],
+                    help="also read packages installed in this folder (repeatable; e.g. made with "
+                         "`pip install --no-deps --target DIR PKG` in a throwaway place)")
     args = ap.parse_args(argv)
+    sites = [d for s in args.site for d in _site_dirs(s)]
     max_bytes = int(args.max_mb * 1e6) if args.max_mb else None
-    m = build_corpus(args.out, max_bytes)
+    m = build_corpus(args.out, max_bytes, sites)
     print(f"{m['files']} files, {m['bytes'] / 1e6:.1f} MB from {len(m['packages'])} packages "
           f"({', '.join(m['licenses'])}); skipped {m['skipped']}; written to {args.out}")
     return 0

@@ -1,13 +1,16 @@
-"""`diffill train`: train diffill's bundled masked-diffusion model.
+"""`diffill train`: train diffill's bundled masked-diffusion model from token shards.
 
-The same script runs on a laptop CPU (fp32) and on a GPU (bf16 autocast).  Checkpoints
-(model + optimizer state, safetensors only) are written every `--save-every` steps and a
-rerun with the same `--out` resumes from the last one.  `--export DIR` writes the shipped
-form (bf16 weights + tokenizer + config) at the end.
+The same script runs on a laptop CPU and on a GPU: bf16 autocast where the hardware has it
+(`--dtype`), `--compile` for torch.compile, data prepared by `--workers` processes.  Every
+example is dense (see windows.py): most positions are hole slots, and a batch is laid out
+[context | hole] so attention runs mask-free.
 
-Loss (MDLM / LLaDA): t ~ U(0,1], each hole slot masked with probability t, cross-entropy
-on masked slots weighted by 1/t, normalised by the number of hole slots (see diffusion_loss
-for how t is estimated).
+Runs add up: `--init-from DIR` starts from an exported model (the shipped one, or the last
+run's export), with a fresh optimizer and a short warmup.  A run is resumable:
+checkpoints (model + optimizer, safetensors only) are written every `--save-every` steps and
+a rerun with the same `--out` continues from the last one.  `--minutes` sets a wall-clock
+budget the learning-rate schedule follows, so a slow or shared machine still ends decayed.
+`--export DIR` writes the shipped form (bf16 weights + tokenizer + config + training.json).
 """
 
 from __future__ import annotations
@@ -16,61 +19,78 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .corpus import read_texts
 from ..model import ModelConfig, Transformer
 from ..tokenizer import CodeTokenizer
-from .training_data import Batch, ExampleSampler
+from .shards import TokenStream
+from .windows import DenseBatch, WindowSampler
 
 
-def masked_cross_entropy(model: Transformer, batch: Batch) -> torch.Tensor:
-    """Cross-entropy at the masked slots only, [B, L] (zeros elsewhere).  Projecting just those
-    hidden states onto the vocabulary saves most of the output layer's cost."""
-    h = model.hidden(batch.ids, batch.hole)
-    logits = model.logits(h[batch.masked])
-    ce = torch.zeros(batch.ids.shape, device=h.device)
-    ce[batch.masked] = F.cross_entropy(logits.float(), batch.targets[batch.masked], reduction="none")
-    return ce
+@dataclass(frozen=True)
+class Preset:
+    dim: int
+    layers: int
+    heads: int
+    seq_len: int
+    batch: int
+    lr: float
 
 
-def diffusion_loss(model: Transformer, batch: Batch) -> torch.Tensor:
-    """The 1/t-weighted masked-diffusion loss, with t taken as the realised masking rate
-    (masked slots / hole slots) rather than the sampled one.  In expectation they agree; but
-    an example drawn with t = 0.001 still gets one masked slot, and weighting that slot by
-    1000 / hole_size let single tokens dominate small batches (seen: training stalled at
-    unigram loss).  With the realised rate each example's loss is its mean over masked slots."""
-    ce = masked_cross_entropy(model, batch)
-    per_example = ce.sum(1) / batch.masked.sum(1).clamp(min=1)
-    return per_example.mean()
+# Shapes picked by measurement (MODEL_CARD.md, "Choosing the shape"); flags override any field.
+PRESETS = {
+    "tiny": Preset(dim=32, layers=1, heads=2, seq_len=64, batch=8, lr=3e-3),  # tests
+    "small": Preset(dim=256, layers=6, heads=4, seq_len=384, batch=16, lr=2e-3),  # the CPU default
+    "gpu-small": Preset(dim=256, layers=6, heads=4, seq_len=512, batch=256, lr=3e-3),
+    "gpu-big": Preset(dim=384, layers=8, heads=6, seq_len=512, batch=192, lr=2e-3),
+}
+
+
+def dense_loss(model: Transformer, batch: DenseBatch, hidden=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, per-slot cross-entropy at the masked slots).  Only the masked slots' hidden states
+    are projected onto the vocabulary.  Each example's loss is its mean over its masked slots:
+    the 1/t ELBO weight with t estimated by the realised masking rate, which keeps a nearly
+    unmasked example from dominating a small batch.  `hidden`: a compiled `model.hidden_split`."""
+    h = (hidden or model.hidden_split)(batch.ids, batch.positions, batch.n_context)
+    ce = F.cross_entropy(model.logits(h[batch.masked]).float(), batch.targets[batch.masked], reduction="none")
+    per_slot = torch.zeros(batch.ids.shape, device=h.device, dtype=ce.dtype)
+    per_slot[batch.masked] = ce
+    per_example = per_slot.sum(1) / batch.masked.sum(1).clamp(min=1)
+    return per_example.mean(), ce
 
 
 @torch.no_grad()
-def validation_loss(model: Transformer, batches: list[Batch]) -> float:
-    """Unweighted cross-entropy per masked slot on fixed validation batches (comparable across runs)."""
+def validation_loss(model: Transformer, batches: list[DenseBatch], pad_id: int, autocast) -> dict:
+    """Cross-entropy per masked slot on fixed validation batches, all slots and text slots only."""
     model.eval()
-    total, count = 0.0, 0
+    total = count = text_total = text_count = 0.0
     for b in batches:
-        total += float(masked_cross_entropy(model, b).sum())
-        count += int(b.masked.sum())
+        with autocast:
+            _, ce = dense_loss(model, b)
+        text = b.targets[b.masked] != pad_id
+        total, count = total + float(ce.sum()), count + ce.numel()
+        text_total, text_count = text_total + float(ce[text].sum()), text_count + int(text.sum())
     model.train()
-    return total / max(count, 1)
+    return {"val": round(total / max(count, 1), 4), "val_text": round(text_total / max(text_count, 1), 4)}
 
 
-def lr_at(step: int, progress: float, args) -> float:
+def lr_at(step: int, progress: float, lr: float, warmup: int) -> float:
     """Linear warmup, then cosine decay to 10% over `progress` in [0, 1] (steps or wall time)."""
-    if step < args.warmup:
-        return args.lr * (step + 1) / args.warmup
-    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def save_checkpoint(out: Path, model: Transformer, opt: torch.optim.Optimizer, step: int, history: list,
-                    seconds: float) -> None:
+# ------------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(out: Path, model: Transformer, opt: torch.optim.Optimizer, state: dict) -> None:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "ckpt_model.safetensors"))
     names = {id(p): n for n, p in model.named_parameters()}
     opt_state = {}
@@ -79,17 +99,16 @@ def save_checkpoint(out: Path, model: Transformer, opt: torch.optim.Optimizer, s
             for key, val in opt.state.get(p, {}).items():
                 opt_state[f"{names[id(p)]}::{key}"] = val.reshape(-1) if val.dim() == 0 else val.contiguous()
     save_file(opt_state, str(out / "ckpt_optim.safetensors"))
-    (out / "ckpt.json").write_text(json.dumps({"step": step, "history": history, "seconds": seconds}))
+    (out / "ckpt.json").write_text(json.dumps(state))
 
 
-def load_checkpoint(out: Path, model: Transformer, opt: torch.optim.Optimizer) -> tuple[int, list, float]:
-    meta = json.loads((out / "ckpt.json").read_text())
+def load_checkpoint(out: Path, model: Transformer, opt: torch.optim.Optimizer) -> dict:
     model.load_state_dict(load_file(str(out / "ckpt_model.safetensors")))
     params = dict(model.named_parameters())
     for key, val in load_file(str(out / "ckpt_optim.safetensors")).items():
         name, field = key.split("::")
         opt.state[params[name]][field] = val.reshape(()) if field == "step" else val
-    return meta["step"], meta["history"], meta.get("seconds", 0.0)
+    return json.loads((out / "ckpt.json").read_text())
 
 
 def plot_history(history: list, path: Path) -> None:
@@ -101,146 +120,201 @@ def plot_history(history: list, path: Path) -> None:
     except ImportError:  # plotting is optional (extra "train")
         return
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([h["step"] for h in history], [h["loss"] for h in history], label="train (1/t weighted)", alpha=0.6)
+    tokens = [h["tokens"] / 1e6 for h in history]
+    ax.plot(tokens, [h["loss"] for h in history], label="train", alpha=0.5)
     val = [h for h in history if "val" in h]
-    ax.plot([h["step"] for h in val], [h["val"] for h in val], "o-", label="validation CE / masked slot")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    ax.plot([h["tokens"] / 1e6 for h in val], [h["val_text"] for h in val], "o-", label="validation CE / text slot")
+    ax.set_xlabel("million token positions")
+    ax.set_ylabel("cross-entropy")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def export(model: Transformer, tok: CodeTokenizer, directory: Path, meta: dict) -> None:
-    model.save(directory)  # bf16 safetensors + config.json
+def export(model: Transformer, tok: CodeTokenizer, directory: Path, meta: dict,
+           max_file_bytes: int | None = None) -> None:
+    model.save(directory, max_file_bytes=max_file_bytes)  # bf16 safetensors + config.json
     tok.save(directory / "tokenizer.json")
     (directory / "training.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+# ------------------------------------------------------------------------------- data
+
+
+class _Batches(torch.utils.data.IterableDataset):
+    """Endless batches from the train stream; each loader worker samples with its own seed."""
+
+    def __init__(self, shards: Path, seq_len: int, batch: int, seed: int, max_tokens: int | None):
+        self.shards, self.seq_len, self.batch, self.seed, self.max_tokens = shards, seq_len, batch, seed, max_tokens
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info else 0
+        tok = CodeTokenizer.load(self.shards / "tokenizer.json")
+        tokens = TokenStream(self.shards, "train").tokens[: self.max_tokens]
+        sampler = WindowSampler(tokens, tok, self.seq_len, seed=self.seed * 1000 + worker)
+        while True:
+            yield sampler.batch(self.batch)
+
+
+def batches(shards: Path, seq_len: int, batch: int, seed: int, workers: int, pin: bool,
+            max_tokens: int | None = None):
+    data = _Batches(shards, seq_len, batch, seed, max_tokens)
+    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=workers, pin_memory=pin,
+                                         collate_fn=lambda b: b,
+                                         prefetch_factor=4 if workers else None, persistent_workers=workers > 0)
+    return iter(loader)
+
+
+def validation_batches(shards: Path, tok: CodeTokenizer, seq_len: int, batch: int, n: int = 4) -> list[DenseBatch]:
+    """Fixed held-out batches (seeded; the same for every run with this tokenizer and seq_len)."""
+    sampler = WindowSampler(TokenStream(shards, "valid").tokens, tok, seq_len, seed=1234, plain_fraction=0.25)
+    return [sampler.batch(batch) for _ in range(n)]
+
+
+# ------------------------------------------------------------------------------- the run
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="diffill train", description=__doc__.splitlines()[0])
-    ap.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    ap.add_argument("--shards", type=Path, default=Path("data/shards"), help="made by `diffill shards`")
     ap.add_argument("--out", type=Path, default=Path("runs/small"))
-    ap.add_argument("--vocab", type=int, default=8192)
-    ap.add_argument("--tokenizer-mb", type=float, default=30.0, help="MB of corpus to fit the tokenizer on")
-    ap.add_argument("--train-mb", type=float, default=60.0, help="MB of corpus text held in memory for sampling")
-    ap.add_argument("--dim", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--seq-len", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    for name in ("dim", "layers", "heads", "seq_len", "batch"):
+        ap.add_argument("--" + name.replace("_", "-"), type=int, default=None, help="overrides the preset")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate (overrides the preset)")
+    ap.add_argument("--steps", type=int, default=1_000_000, help="stop after this many steps in all")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="train for this much wall time in all (resumes count); the schedule follows the clock")
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--save-every", type=int, default=100)
     ap.add_argument("--val-every", type=int, default=200)
-    ap.add_argument("--minutes", type=float, default=None,
-                    help="train for this much wall time in all (resumes count): the learning-rate schedule "
-                         "then follows the clock, so a slow or shared machine still ends with a decayed rate")
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="warm-start from this exported model (fresh optimizer; shapes come from it)")
+    ap.add_argument("--max-train-mib", type=float, default=None, help="use only the stream's first N MiB")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", choices=("fp32", "bf16"), default=None,
+                    help="autocast precision (default: bf16 on a GPU, fp32 on a CPU)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (falls back to eager)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=0, help="data loader processes (0: in the training loop)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--export", type=Path, default=None, help="write the shippable model here when done")
-    args = ap.parse_args(argv)
+    ap.add_argument("--max-file-mib", type=float, default=None, help="split exported weights into files this big")
+    return ap
+
+
+def model_config(args, vocab: int) -> ModelConfig:
+    preset = PRESETS[args.preset]
+    pick = {k: getattr(args, k) if getattr(args, k) is not None else getattr(preset, k)
+            for k in ("dim", "layers", "heads", "seq_len")}
+    return ModelConfig(vocab_size=vocab, dim=pick["dim"], n_layers=pick["layers"], n_heads=pick["heads"],
+                       ffn_hidden=64 * round(8 * pick["dim"] / 3 / 64), max_seq_len=max(1024, pick["seq_len"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    preset = PRESETS[args.preset]
+    seq_len = args.seq_len or preset.seq_len
+    batch_size = args.batch or preset.batch
+    peak_lr = args.lr or preset.lr
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
+    tok = CodeTokenizer.load(args.shards / "tokenizer.json")
 
-    tok_path = args.out / "tokenizer.json"
-    if tok_path.exists():
-        tok = CodeTokenizer.load(tok_path)
+    if args.init_from is not None:
+        model = Transformer.load(args.init_from).train()
+        init_tok = (args.init_from / "tokenizer.json").read_text()
+        if init_tok != (args.shards / "tokenizer.json").read_text():
+            raise SystemExit(f"--init-from {args.init_from} was trained with another tokenizer than {args.shards}")
     else:
-        texts = _take_mb(read_texts(args.corpus / "train.jsonl.gz"), args.tokenizer_mb)
-        tok = CodeTokenizer.train(iter(texts), vocab_size=args.vocab)
-        tok.save(tok_path)
-        print(f"tokenizer: {tok.vocab_size} tokens fitted on {args.tokenizer_mb} MB")
-
-    train_texts = _take_mb(read_texts(args.corpus / "train.jsonl.gz"), args.train_mb)
-    valid_texts = list(read_texts(args.corpus / "valid.jsonl.gz"))
-    sampler = ExampleSampler(train_texts, tok, args.seq_len, seed=args.seed)
-    val_batches = [ExampleSampler(valid_texts, tok, args.seq_len, seed=1234).batch(args.batch) for _ in range(4)]
-
-    cfg = ModelConfig(vocab_size=tok.vocab_size, dim=args.dim, n_layers=args.layers, n_heads=args.heads,
-                      ffn_hidden=64 * round(8 * args.dim / 3 / 64), max_seq_len=args.seq_len)
-    model = Transformer(cfg).to(args.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
-    step, history, seconds_before = 0, [], 0.0
+        model = Transformer(model_config(args, tok.vocab_size))
+    model.to(args.device)
+    cfg = model.cfg
+    opt = torch.optim.AdamW(model.parameters(), lr=peak_lr, betas=(0.9, 0.95), weight_decay=0.1,
+                            fused=args.device.startswith("cuda"))
+    state = {"step": 0, "history": [], "seconds": 0.0, "tokens": 0, "supervised": 0}
     if (args.out / "ckpt.json").exists():
-        step, history, seconds_before = load_checkpoint(args.out, model, opt)
-        print(f"resumed from step {step}")
-    print(f"model: {model.num_params() / 1e6:.2f}M parameters, {asdict(cfg)}")
-    val_batches = [_to(b, args.device) for b in val_batches]
+        state = load_checkpoint(args.out, model, opt)
+        print(f"resumed from step {state['step']}")
+    print(f"model: {model.num_params() / 1e6:.2f}M parameters, {asdict(cfg)}"
+          + (f", warm start from {args.init_from}" if args.init_from else ""), flush=True)
 
-    from tqdm import tqdm
+    on_cuda = args.device.startswith("cuda")
+    dtype = args.dtype or ("bf16" if on_cuda else "fp32")
+    autocast = (torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16) if dtype == "bf16"
+                else nullcontext())
+    if on_cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    hidden = None
+    if args.compile:
+        # The trunk only: the loss gathers a data-dependent number of slots.  dynamic: the
+        # context/hole split changes per batch, and one graph covers every split.
+        hidden = torch.compile(model.hidden_split, dynamic=True)
+    max_tokens = int(args.max_train_mib * (1 << 20) / 2) if args.max_train_mib else None
+    train_iter = batches(args.shards, seq_len, batch_size, args.seed + state["step"], args.workers, on_cuda,
+                         max_tokens)
+    val = [b.to(args.device) for b in validation_batches(args.shards, tok, seq_len, min(batch_size, 32))]
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if args.device.startswith("cuda") else _null()
     t0 = time.time()
-    tokens_per_step = args.batch * args.seq_len
-    bar = tqdm(total=args.steps, initial=step, desc="train", dynamic_ncols=True)
-    def elapsed() -> float:
-        return seconds_before + time.time() - t0
-
-    def progress() -> float:
-        return elapsed() / (args.minutes * 60) if args.minutes else step / args.steps
-
-    while step < args.steps and progress() < 1.0:
-        batch = _to(sampler.batch(args.batch), args.device)
+    elapsed = lambda: state["seconds"] + time.time() - t0  # noqa: E731
+    progress = lambda: elapsed() / (args.minutes * 60) if args.minutes else state["step"] / args.steps  # noqa: E731
+    log_every = 10
+    window_t, window_tokens = time.time(), 0
+    while state["step"] < args.steps and progress() < 1.0:
+        batch = next(train_iter).to(args.device)
+        lr = lr_at(state["step"], progress(), peak_lr, args.warmup)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, progress(), args)
-        with autocast:
-            loss = diffusion_loss(model, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+            g["lr"] = lr
+        try:
+            with autocast:
+                loss, _ = dense_loss(model, batch, hidden)
+            loss.backward()
+        except Exception as exc:  # noqa: BLE001 — a compiler failure must not cost the run
+            if hidden is None:
+                raise
+            print(f"torch.compile failed ({type(exc).__name__}: {exc}); continuing eager", flush=True)
+            hidden = None
+            opt.zero_grad(set_to_none=True)
+            continue
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        step += 1
-        record = {"step": step, "loss": round(loss.item(), 4), "tokens": step * tokens_per_step,
-                  "lr": round(opt.param_groups[0]["lr"], 6), "seconds": round(elapsed(), 1)}
-        if step % args.val_every == 0 or step == args.steps:
-            with autocast:
-                record["val"] = round(validation_loss(model, val_batches), 4)
-        history.append(record)
-        bar.update(1)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", val=record.get("val", ""))
-        done = step == args.steps or progress() >= 1.0
+        opt.zero_grad(set_to_none=True)
+        state["step"] += 1
+        n_tok = batch.ids.numel()
+        state["tokens"] += n_tok
+        state["supervised"] += int((batch.masked & (batch.targets != tok.pad_id)).sum())
+        window_tokens += n_tok
+        step = state["step"]
+        done = step >= args.steps or progress() >= 1.0
+        if step % log_every == 0 or done or step % args.val_every == 0:
+            rate = window_tokens / max(time.time() - window_t, 1e-9)
+            window_t, window_tokens = time.time(), 0
+            record = {"step": step, "loss": round(loss.item(), 4), "tokens": state["tokens"],
+                      "supervised": state["supervised"], "lr": round(lr, 6), "seconds": round(elapsed(), 1),
+                      "tokens_per_s": round(rate)}
+            if step % args.val_every == 0 or done:
+                record.update(validation_loss(model, val, tok.pad_id, autocast))
+                print(json.dumps(record), flush=True)
+            state["history"].append(record)
         if step % args.save_every == 0 or done:
-            if done and "val" not in record:
-                with autocast:
-                    record["val"] = round(validation_loss(model, val_batches), 4)
-            save_checkpoint(args.out, model, opt, step, history, elapsed())
-            plot_history(history, args.out / "loss.png")
-    bar.close()
+            state["seconds"] = elapsed()
+            t0 = time.time()
+            save_checkpoint(args.out, model, opt, state)
+            plot_history(state["history"], args.out / "loss.png")
     if args.export:
-        meta = {"steps": step, "tokens_seen": step * tokens_per_step, "seq_len": args.seq_len,
-                "batch": args.batch, "device": args.device, "threads": torch.get_num_threads(),
-                "wall_seconds": round(elapsed()), "final": history[-1] if history else None}
-        export(model.float().cpu(), tok, args.export, meta)
+        meta = {"steps": state["step"], "tokens_seen": state["tokens"], "supervised_tokens": state["supervised"],
+                "seq_len": seq_len, "batch": batch_size, "device": args.device, "dtype": dtype,
+                "threads": torch.get_num_threads(), "wall_seconds": round(elapsed()),
+                "init_from": str(args.init_from) if args.init_from else None,
+                "final": state["history"][-1] if state["history"] else None}
+        max_bytes = int(args.max_file_mib * (1 << 20)) if args.max_file_mib else None
+        export(model.float().cpu(), tok, args.export, meta, max_bytes)
         print(f"exported to {args.export}")
     return 0
-
-
-def _take_mb(texts, mb: float) -> list[str]:
-    out, total = [], 0
-    for t in texts:
-        out.append(t)
-        total += len(t)
-        if total >= mb * 1e6:
-            break
-    return out
-
-
-def _to(b: Batch, device: str) -> Batch:
-    return Batch(*(x.to(device) for x in (b.ids, b.targets, b.hole, b.masked, b.weight)))
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 if __name__ == "__main__":
