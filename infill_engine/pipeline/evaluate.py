@@ -336,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score a model on HumanEval-Infilling (pass@1; programs run in a sandboxed subprocess).",
     )
     ap.add_argument("--data", required=True,
-                    help="a .jsonl(.gz) file, or 'single' / 'multi' (found via $%s or ../shared/data)" % DATA_ENV)
+                    help="a .jsonl(.gz) file, or 'single' / 'multi' (found via $%s or ../shared/data), "
+                         "or 'lines': held-out lines of the corpus's validation files (see heldout.py)" % DATA_ENV)
+    ap.add_argument("--corpus", type=Path, default=Path("data/corpus"), help="for --data lines")
     ap.add_argument("--limit", type=int, default=None, help="evaluate N problems (a fixed stratified sample)")
     ap.add_argument("--sample", choices=("stratified", "first"), default="stratified",
                     help="how --limit picks problems (default: stratified over all tasks)")
@@ -372,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--limit must be at least 1")
         if args.timeout <= 0 or args.memory_mb < 64:
             raise ValueError("--timeout must be positive and --memory-mb at least 64")
-        data = resolve_data(args.data)
+        data = None if args.data == "lines" else resolve_data(args.data)
         sampler = SamplerSettings(strategy=args.strategy, threshold=args.threshold,
                                   tokens_per_step=args.tokens_per_step, max_steps=args.max_steps,
                                   temperature=args.temperature)  # fmt: skip
@@ -381,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         engine = Engine.load(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
         if getattr(engine, "is_random", False):
             print(f"warning: {engine.name} has random (untrained) weights; its score means nothing", file=sys.stderr)
+        if data is None:
+            return _report_lines(engine, args, sampler)
         report = evaluate(
             engine, data, limit=args.limit, length=args.length, sampler=sampler, max_length=args.max_length,
             progress=not args.no_progress, sample=args.sample, seed=args.seed, timeout_s=args.timeout,
@@ -399,6 +403,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         print(f"report: {args.out}")
     print(f"pass@1 = {report['pass@1']:.3f} ({report['passed']}/{report['n']})")
+    return 0
+
+
+def _report_lines(engine, args, sampler: SamplerSettings) -> int:
+    from .heldout import evaluate_lines
+
+    r = evaluate_lines(engine, args.corpus, n=args.limit or 100, seed=args.seed, sampler=sampler, out=args.out)
+    print(f"model: {r['model']}   held-out lines: {r['lines']} (seed {r['seed']})")
+    print(f"CE/token {r['ce_per_token']:.3f}   first-step top-1 {r['first_step_top1']:.1%}   "
+          f"exact line {r['exact']:.1%} ({r['exact_count']}/{r['lines']})   tokens/forward {r['tokens_per_forward']}")
     return 0
 
 

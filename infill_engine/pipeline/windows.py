@@ -30,8 +30,8 @@ import torch
 
 from ..tokenizer import NEWLINE, CodeTokenizer
 
-PLAIN_FRACTION = 0.35  # batches that are one whole-window hole
-HOLE_FRACTION = (0.15, 0.75)  # hole slots / seq_len in hole batches, drawn per batch
+PLAIN_FRACTION = 0.45  # batches that are one whole-window hole
+HOLE_FRACTION = (0.2, 0.8)  # hole slots / seq_len in hole batches, drawn per batch
 MIDLINE_START = 0.25  # holes that start at a token inside their first line (inline completion)
 MAX_HOLE_LINES = 16
 
@@ -97,7 +97,7 @@ class WindowSampler:
         window = self._window(n_context + n_hole)
         lines = self._lines(window)
         mean_run = self.rng.choice((1, 1, 2, 4))  # lines per hole: mostly single lines
-        want = n_hole * self.rng.uniform(0.7, 1.0)  # the rest of the hole slots are <pad>
+        want = n_hole * self.rng.uniform(0.8, 1.0)  # the rest of the hole slots are <pad>
         share = want / (n_context + want)  # of the lines that should be hole text
         p_start = min(0.9, share / ((1 - share) * mean_run))  # a context line is followed by a hole
         ctx, holes, n_ctx, n_text, i = [], [], 0, 0, 0
