@@ -17,7 +17,7 @@ from pygls.exceptions import JsonRpcContentModified, JsonRpcException, JsonRpcIn
 from pytest_lsp import LanguageClient
 
 from infill_engine.syntax import spans
-from lsp_harness import (all_edit_uris, apply_edits, change_doc, close, config, edits_for, initialize, send_raw,
+from tests.lsp.harness import (all_edit_uris, apply_edits, change_doc, close, config, edits_for, initialize, send_raw,
                          offsets, open_doc, position_of, SHADOW, SOURCE)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

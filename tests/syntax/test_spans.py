@@ -23,7 +23,7 @@ from infill_engine.syntax.spans import (
 )
 from infill_engine.syntax.parse import TextOffsets, error_nodes, parse_text, ts_parser
 
-SAMPLES = Path(__file__).parent / "spans_samples"
+SAMPLES = Path(__file__).parent / "samples"
 SAMPLE_FILES = {p.name: p.read_text(encoding="utf-8") for p in sorted(SAMPLES.iterdir())}
 SAMPLE_FILES["textwrap.py"] = inspect.getsource(textwrap)  # a real, larger file
 SAMPLE_FILES["padded.js"] = "\n \n\t\n" + SAMPLE_FILES["sample.js"]  # the root node starts after the blanks

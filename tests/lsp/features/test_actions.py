@@ -14,7 +14,7 @@ from infill_engine.syntax import spans
 from infill_engine.engine import Engine
 from infill_engine.request import Candidate, InfillRequest, InfillResult, TokenLikelihood
 from lsp_server import actions
-from lsp_harness import SHADOW, SOURCE
+from tests.lsp.harness import SHADOW, SOURCE
 
 
 

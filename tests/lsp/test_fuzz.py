@@ -24,7 +24,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcContentModified, JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
 
 from infill_engine.syntax import spans
-from lsp_harness import capabilities, config, edits_for
+from tests.lsp.harness import capabilities, config, edits_for
 
 ALLOWED_ERRORS = {JsonRpcInvalidParams.CODE, JsonRpcContentModified.CODE, JsonRpcRequestCancelled.CODE}
 
