@@ -336,3 +336,12 @@ def test_suggest_name_renames_only_the_scope_or_says_why_not(nvim: str, tmp_path
     else:
         assert after == before
         assert any("no better name" in n["message"] for n in r["notifications"]), r["notifications"]
+
+
+def test_plugin_debounce_default_is_the_servers() -> None:
+    """The plugin debounces itself, so it restates the server's debounceMs default; this keeps the two equal."""
+    from lsp_server.settings import Settings
+
+    config = (PLUGIN / "lua" / "diffill" / "config.lua").read_text()
+    match = re.search(r"^M\.default_debounce_ms = (\d+)$", config, re.M)
+    assert match and int(match.group(1)) == Settings().debounce_ms
