@@ -28,6 +28,12 @@ def line_span(text: str, offset: int) -> tuple[int, int]:
     An offset at a line break belongs to the line the break ends; one outside the text is
     taken as its nearest end."""
     offset = max(0, min(offset, len(text)))
-    start = max(text.rfind("\n", 0, offset), text.rfind("\r", 0, offset)) + 1
-    breaks = [i for i in (text.find("\n", offset), text.find("\r", offset)) if i >= 0]
-    return start, min(breaks, default=len(text))
+    # "\r" is looked for only within the "\n"-delimited stretch: a text without any "\r" must
+    # not be scanned to its far end for every position.
+    newline_before = text.rfind("\n", 0, offset)
+    start = max(newline_before, text.rfind("\r", newline_before + 1, offset)) + 1
+    newline_after = text.find("\n", offset)
+    if newline_after < 0:
+        newline_after = len(text)
+    return_after = text.find("\r", offset, newline_after)
+    return start, return_after if return_after >= 0 else newline_after
