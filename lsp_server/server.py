@@ -232,35 +232,38 @@ async def code_action_resolve(ls: DiffillServer, action: types.CodeAction) -> ty
 
 @server.feature(types.TEXT_DOCUMENT_PREPARE_RENAME)
 def prepare_rename(ls: DiffillServer, params: types.PrepareRenameParams) -> types.PrepareRenamePlaceholder | None:
-    try:
-        doc = ls.documents.get(params.text_document.uri)
-        offset = doc.offset_at(params.position)
-    except DocumentError as exc:
-        ls.log(str(exc), types.MessageType.Warning)
-        return None
-    if not ls.feature_on("rename") or not ls.usable(doc):
-        return None
-    span = naming.prepare_rename(doc.code, offset)
+    target = _rename_target(ls, params.text_document.uri, params.position)
+    span = naming.prepare_rename(target[0].code, target[1]) if target else None
     if span is None:
         return None
+    doc = target[0]
     return types.PrepareRenamePlaceholder(range=doc.range_of(*span), placeholder=doc.text[span[0] : span[1]])
 
 
 @server.feature(types.TEXT_DOCUMENT_RENAME)
 def rename(ls: DiffillServer, params: types.RenameParams) -> types.WorkspaceEdit | None:
-    try:
-        doc = ls.documents.get(params.text_document.uri)
-        offset = doc.offset_at(params.position)
-    except DocumentError as exc:
-        ls.log(str(exc), types.MessageType.Warning)
+    target = _rename_target(ls, params.text_document.uri, params.position)
+    if target is None:
         return None
-    if not ls.feature_on("rename") or not ls.usable(doc):
-        return None
+    doc, offset = target
     try:
         edits = naming.rename(doc.code, offset, params.new_name)
     except ActionError as exc:
         raise JsonRpcInvalidParams(str(exc)) from None
     return ls.workspace_edit(doc, edits)
+
+
+def _rename_target(ls: DiffillServer, uri: str, position: types.Position) -> tuple[Document, int] | None:
+    """The document and offset to rename at; None (logged) when rename is off or cannot apply there."""
+    try:
+        doc = ls.documents.get(uri)
+        offset = doc.offset_at(position)
+    except DocumentError as exc:
+        ls.log(str(exc), types.MessageType.Warning)
+        return None
+    if not ls.feature_on("rename") or not ls.usable(doc):
+        return None
+    return doc, offset
 
 
 # == commands ============================================================================

@@ -62,10 +62,7 @@ def describe(config: dict, tokenizer: Tokenizer) -> ModelSpec:
         rename=_rename,
         tied=tied,
         shifted=True,
-        mask_id=ids.mask_id,
-        pad_id=ids.pad_id,
-        end_ids=ids.end_ids,
-        banned_ids=ids.banned_ids,
+        ids=ids,
         max_len=min(int(config.get("max_position_embeddings", TRAINED_CONTEXT)), TRAINED_CONTEXT),
     )
 

@@ -83,9 +83,9 @@ class HFBackend:
         self.dtype = dtype
         self.remote_code = remote_code
         self.approximate_cache = approximate_cache
-        self.mask_id = spec.mask_id
-        self.pad_id = spec.pad_id
-        self.banned_ids = list(spec.banned_ids)
+        self.mask_id = spec.ids.mask_id
+        self.pad_id = spec.ids.pad_id
+        self.banned_ids = list(spec.ids.banned_ids)
         self.max_len = spec.max_len
         self.vocab_size = int(spec.config.vocab_size)
 
@@ -171,7 +171,7 @@ class HFBackend:
         """An end-of-text token inside a hole means "nothing more here", which is what the
         pad means to the engine: move its probability onto the pad so auto-length
         infilling sees one "empty slot" choice."""
-        ends = [e for e in self.spec.end_ids if e < logits.shape[-1]]
+        ends = [e for e in self.spec.ids.end_ids if e < logits.shape[-1]]
         if self.pad_id is None or not ends:
             return logits
         both = logits[..., [self.pad_id, *ends]]

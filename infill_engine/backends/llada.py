@@ -112,10 +112,7 @@ def describe(config: dict, tokenizer: Tokenizer, native: bool = True) -> ModelSp
         rename=_rename,
         tied=tied,
         shifted=False,
-        mask_id=ids.mask_id,
-        pad_id=ids.pad_id,
-        end_ids=ids.end_ids,
-        banned_ids=ids.banned_ids,
+        ids=ids,
         max_len=min(max_seq, 4096),
         logit_scale=1.0 / math.sqrt(d_model) if config.get("scale_logits") else 1.0,
     )

@@ -8,13 +8,21 @@ weights, how the checkpoint's weight names map onto it, and which token ids mean
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from tokenizers import Tokenizer
 from transformers import PretrainedConfig, PreTrainedModel
 
 from ..request import InfillError
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    mask_id: int
+    pad_id: int | None  # what the model writes into slots a hole does not need
+    end_ids: list[int]  # "text ends here" tokens that mean the same as pad_id (pad_id itself excluded)
+    banned_ids: list[int]  # never committed into a hole
 
 
 @dataclass
@@ -25,10 +33,7 @@ class ModelSpec:
     rename: Callable[[str], str | None]  # checkpoint weight name -> model weight name (None: not a weight we use)
     tied: bool  # the output head reuses the input embedding matrix
     shifted: bool  # token i is predicted from the hidden state at i - 1 (Dream)
-    mask_id: int
-    pad_id: int | None  # what the model writes into slots a hole does not need
-    end_ids: list[int] = field(default_factory=list)  # "text ends here" tokens that mean the same as pad_id
-    banned_ids: list[int] = field(default_factory=list)
+    ids: SpecialIds  # mask, pad, end and banned token ids
     max_len: int = 2048
     logit_scale: float = 1.0
 
@@ -68,14 +73,6 @@ def config_ids(value: object) -> list[int]:
     if isinstance(value, int):
         return [value]
     return [int(v) for v in value]  # type: ignore[union-attr]
-
-
-@dataclass(frozen=True)
-class SpecialIds:
-    mask_id: int
-    pad_id: int | None  # what the model writes into slots a hole does not need
-    end_ids: list[int]  # "text ends here" tokens that mean the same as pad_id (pad_id itself excluded)
-    banned_ids: list[int]  # never committed into a hole
 
 
 def special_ids(config: dict, tokenizer: Tokenizer, vocab: int, *, mask_token: str, pad_choices: tuple[int | None, ...],
