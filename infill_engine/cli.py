@@ -1,25 +1,42 @@
-"""`diffill`: fill, bench, serve, eval, corpus, train."""
+"""The engine's commands: fill, bench, eval, corpus, train.
+
+The `diffill` console script is `lsp_server.cli`, which adds `serve` and `bench --lsp` and
+hands every other command to `main` here; `python -m infill_engine.cli` runs these alone.
+Flag defaults come from the request dataclasses, so the CLI and the server agree.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from .request import InfillCancelled, InfillError, InfillRequest, SamplerSettings
+from .request import STRATEGIES, InfillCancelled, InfillError, InfillOptions, SamplerSettings
 
-USAGE = """diffill <command> [options]
-
-commands:
+COMMANDS_HELP = """\
   fill FILE --at LINE:COL       print the text the model infills at that point (1-based)
   fill FILE --select L1:L2      print lines L1..L2 (widened to whole syntax nodes) rewritten
   bench                         engine speed on the current model (ratios measured side by side)
-  serve                         the language server (LSP over stdio, or --tcp HOST:PORT)
   eval                          HumanEval-Infilling pass@1, executed in a sandbox
   corpus                        build the training corpus from installed permissive packages
   shards                        tokenize the corpus once into token streams (fits the tokenizer)
   train                         train the bundled model
 """
+
+# Model-making commands: each module's main(argv), imported only when its command runs.
+PIPELINE_COMMANDS = {
+    "bench": "infill_engine.pipeline.bench",
+    "eval": "infill_engine.pipeline.evaluate",
+    "corpus": "infill_engine.pipeline.corpus",
+    "shards": "infill_engine.pipeline.shards",
+    "train": "infill_engine.pipeline.train",
+}
+
+
+def usage(more_commands: str = "") -> str:
+    return f"diffill <command> [options]\n\ncommands:\n{COMMANDS_HELP}{more_commands}"
 
 
 class CliError(Exception):
@@ -44,12 +61,15 @@ def read_source(path: Path) -> str:
 
 def offset_of(text: str, line: int, col: int) -> int:
     """1-based LINE:COL (COL counts characters) -> str offset; COL may be one past the line's end."""
-    lines = text.split("\n")
-    if not 1 <= line <= len(lines):
-        raise CliError(f"line {line} is outside the file (1..{len(lines)})")
-    if not 1 <= col <= len(lines[line - 1]) + 1:
-        raise CliError(f"column {col} is outside line {line} (1..{len(lines[line - 1]) + 1})")
-    return sum(len(x) + 1 for x in lines[: line - 1]) + col - 1
+    from .syntax.lines import line_starts, line_span
+
+    starts = line_starts(text)
+    if not 1 <= line <= len(starts):
+        raise CliError(f"line {line} is outside the file (1..{len(starts)})")
+    start, end = line_span(text, starts[line - 1])
+    if not 1 <= col <= end - start + 1:
+        raise CliError(f"column {col} is outside line {line} (1..{end - start + 1})")
+    return start + col - 1
 
 
 def _pair(value: str, what: str) -> tuple[int, int]:
@@ -60,19 +80,26 @@ def _pair(value: str, what: str) -> tuple[int, int]:
         raise CliError(f"{what} must look like N:M, got {value!r}") from None
 
 
-def _sampler_args(ap: argparse.ArgumentParser) -> None:
+def add_model_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--model", default=None, help="model directory or hub id (default: the bundled model)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--allow-network", action="store_true", help="let --model be fetched from the hub")
     ap.add_argument("--trust-remote-code", action="store_true", help="run the checkpoint's own Python code")
     ap.add_argument("--approximate-cache", action="store_true",
                     help="Dream/LLaDA: reuse the context's keys/values across steps (faster, approximate)")
-    ap.add_argument("--strategy", default="threshold",
-                    choices=["threshold", "confidence", "entropy", "margin", "fixed"])
-    ap.add_argument("--threshold", type=float, default=0.9)
-    ap.add_argument("--tokens-per-step", type=int, default=2)
-    ap.add_argument("--temperature", type=float, default=0.0)
-    ap.add_argument("--seed", type=int, default=0)
+
+
+def add_sampler_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--strategy", default=SamplerSettings.strategy, choices=STRATEGIES)
+    ap.add_argument("--threshold", type=float, default=SamplerSettings.threshold)
+    ap.add_argument("--tokens-per-step", type=int, default=SamplerSettings.tokens_per_step)
+    ap.add_argument("--temperature", type=float, default=SamplerSettings.temperature)
+    ap.add_argument("--seed", type=int, default=SamplerSettings.seed)
+
+
+def sampler_settings(args: argparse.Namespace) -> SamplerSettings:
+    return SamplerSettings(strategy=args.strategy, threshold=args.threshold, tokens_per_step=args.tokens_per_step,
+                           temperature=args.temperature, seed=args.seed)
 
 
 def fill(argv: list[str]) -> int:
@@ -82,9 +109,11 @@ def fill(argv: list[str]) -> int:
     where.add_argument("--at", help="LINE:COL (1-based) of the hole")
     where.add_argument("--select", help="L1:L2 (1-based, inclusive) lines to rewrite")
     ap.add_argument("--length", type=int, default=None, help="exact hole length in tokens (default: auto)")
-    ap.add_argument("--max-length", type=int, default=48, help="most tokens an auto-length hole may take")
+    ap.add_argument("--max-length", type=int, default=InfillOptions.max_length,
+                    help="most tokens an auto-length hole may take")
     ap.add_argument("--show-steps", action="store_true", help="print the denoising progression on stderr")
-    _sampler_args(ap)
+    add_model_arguments(ap)
+    add_sampler_arguments(ap)
     args = ap.parse_args(argv)
     text = read_source(args.file)
     from .engine import Engine
@@ -93,77 +122,60 @@ def fill(argv: list[str]) -> int:
                          args.approximate_cache)
     if engine.is_random:
         print(f"diffill: warning: {engine.name}", file=sys.stderr)
-    sampler = SamplerSettings(strategy=args.strategy, threshold=args.threshold,
-                              tokens_per_step=args.tokens_per_step, temperature=args.temperature, seed=args.seed)
-    on_step = None
-    if args.show_steps:
-        def on_step(step: int, texts: list[str]) -> None:
-            print(f"--- step {step} ---\n{texts[0]}", file=sys.stderr)
-
+    options = InfillOptions(max_length=args.max_length, sampler=sampler_settings(args))
+    on_step = _print_step if args.show_steps else None
     if args.at:
         offset = offset_of(text, *_pair(args.at, "--at"))
-        result = engine.infill(InfillRequest(text[:offset], text[offset:], length=args.length,
-                                             max_length=args.max_length, sampler=sampler, on_step=on_step))
+        result = engine.infill(options.request(text[:offset], text[offset:], length=args.length, on_step=on_step))
         if result.context_cut:
             print(f"diffill: context cut by {result.context_cut} tokens to fit the model window", file=sys.stderr)
         sys.stdout.write(result.text)
         return 0
-    return _rewrite_lines(engine, text, args, sampler, on_step)
+    return _rewrite_lines(engine, text, args, options, on_step)
 
 
-def _rewrite_lines(engine, text: str, args, sampler: SamplerSettings, on_step) -> int:
+def _print_step(step: int, texts: list[str]) -> None:
+    print(f"--- step {step} ---\n{texts[0]}", file=sys.stderr)
+
+
+def _rewrite_lines(engine, text: str, args, options: InfillOptions, on_step) -> int:
     from .syntax import spans
+    from .syntax.lines import line_span, line_starts
+    from .syntax.parse import Code, language_for
 
     first, last = _pair(args.select, "--select")
-    n_lines = text.count("\n") + 1
+    n_lines = len(line_starts(text))
     if not 1 <= first <= last <= n_lines:
         raise CliError(f"--select {first}:{last} must satisfy 1 <= L1 <= L2 <= {n_lines}")
     start = offset_of(text, first, 1)
-    end = offset_of(text, last, len(text.split("\n")[last - 1]) + 1)
-    start, end = spans.rewrite_span(text, spans.language_for(str(args.file)), start, end)
+    end = line_span(text, offset_of(text, last, 1))[1]
+    start, end = spans.rewrite_span(Code(text, language_for(str(args.file))), start, end)
     budget = min(engine.backend.max_len // 2, max(args.max_length, int(engine.count_tokens(text[start:end]) * 1.5)))
-    result = engine.infill(InfillRequest(text[:start], text[end:], length=args.length, max_length=budget,
-                                         sampler=sampler, on_step=on_step))
-    lead = text[text.rfind("\n", 0, start) + 1:start]  # the widened span may start after indentation
+    options = replace(options, max_length=budget)
+    result = engine.infill(options.request(text[:start], text[end:], length=args.length, on_step=on_step))
+    lead = text[line_span(text, start)[0]:start]  # the widened span may start after indentation
     sys.stdout.write(lead + result.text + "\n")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, more_commands: str = "") -> int:
+    """Run one command; `more_commands` are listed in the usage too (the console script's own)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+        print(usage(more_commands))
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     try:
         if command == "fill":
             return fill(rest)
-        if command == "bench":
-            from .pipeline.bench import main as bench_main
-            return bench_main(rest)
-        if command == "serve":
-            from lsp_server.__main__ import main as serve_main
-            return serve_main(rest)
-        if command == "eval":
-            from .pipeline.evaluate import main as eval_main
-            return eval_main(rest)
-        if command == "corpus":
-            from .pipeline.corpus import main as corpus_main
-            return corpus_main(rest)
-        if command == "shards":
-            from .pipeline.shards import main as shards_main
-            return shards_main(rest)
-        if command == "train":
-            from .pipeline.train import main as train_main
-            return train_main(rest)
+        if command in PIPELINE_COMMANDS:
+            return importlib.import_module(PIPELINE_COMMANDS[command]).main(rest)
     except (CliError, InfillError) as exc:
         print(f"diffill {command}: error: {exc}", file=sys.stderr)
         return 2
-    except InfillCancelled:
+    except (InfillCancelled, KeyboardInterrupt):
         return 130
-    except KeyboardInterrupt:
-        return 130
-    print(f"diffill: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    print(f"diffill: unknown command {command!r}\n\n{usage(more_commands)}", file=sys.stderr)
     return 2
 
 

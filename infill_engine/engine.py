@@ -11,18 +11,15 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import torch
 
 from . import sampler
+from .backends import load_backend, tiny_random
 from .backends.base import Backend
-from .backends.bundled import WEIGHTS_DIR, BundledBackend
-from .model import ModelConfig
 from .request import (Candidate, InfillCancelled, InfillError, InfillRequest, InfillResult, SamplerSettings,
                       TokenLikelihood)
-from .tokenizer import CodeTokenizer
 
 # Extra candidates beyond the first are sampled at this temperature when the request is
 # greedy: n identical greedy candidates would be no choice at all.
@@ -39,42 +36,28 @@ class Layout:
 
 
 class Engine:
-    def __init__(self, backend: Backend, is_random: bool = False):
+    def __init__(self, backend: Backend):
         self.backend = backend
-        self.is_random = is_random
         self._lock = threading.Lock()  # one denoising loop at a time: backends keep per-request state
+
+    @property
+    def is_random(self) -> bool:
+        return self.backend.is_random
 
     @property
     def name(self) -> str:
         return self.backend.name + (" [RANDOM WEIGHTS: untrained, output is noise]" if self.is_random else "")
 
-    # -- construction -----------------------------------------------------------------------
     @classmethod
     def load(cls, model: str | None = None, device: str = "cpu", trust_remote_code: bool = False,
              allow_network: bool = False, approximate_cache: bool = False) -> "Engine":
-        """None: the bundled model.  A directory of diffill's format, or a Dream/LLaDA checkpoint
-        (local directory, or a hub id when allow_network).  approximate_cache: Fast-dLLM-style
-        reuse of a full-attention checkpoint's context keys/values (faster, not exact)."""
-        if model is None:
-            if (WEIGHTS_DIR / "model.safetensors").exists():
-                return cls(BundledBackend.from_directory(WEIGHTS_DIR, device, name="diffill-small (bundled)"))
-            cfg = ModelConfig.from_json(WEIGHTS_DIR / "config.json")
-            tok = CodeTokenizer.load(WEIGHTS_DIR / "tokenizer.json")
-            return cls(BundledBackend.random(cfg, tok, device=device, name="diffill-small"), is_random=True)
-        path = Path(model).expanduser()
-        if (path / "config.json").exists() and (path / "tokenizer.json").exists() and _is_diffill_config(path):
-            return cls(BundledBackend.from_directory(path, device))
-        from .backends.hf import load_checkpoint
-
-        return cls(load_checkpoint(model, device=device, trust_remote_code=trust_remote_code,
-                                   allow_network=allow_network, approximate_cache=approximate_cache))
+        """The engine over `backends.load_backend(...)` (see there for what `model` may be)."""
+        return cls(load_backend(model, device, trust_remote_code, allow_network, approximate_cache))
 
     @classmethod
     def tiny_random(cls, seed: int = 0) -> "Engine":
-        """A 2-layer random model with the bundled tokenizer: exercises the plumbing in milliseconds."""
-        tok = CodeTokenizer.load(WEIGHTS_DIR / "tokenizer.json")
-        cfg = ModelConfig(vocab_size=tok.vocab_size, dim=32, n_layers=2, n_heads=2, ffn_hidden=64, max_seq_len=512)
-        return cls(BundledBackend.random(cfg, tok, seed=seed, name="tiny-random"), is_random=True)
+        """The engine over `backends.tiny_random(seed)`: the plumbing in milliseconds."""
+        return cls(tiny_random(seed))
 
     # -- public API ---------------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
@@ -181,10 +164,10 @@ class Engine:
         conf = torch.where(masked, 0.0, 1.0)
         generator = torch.Generator(device=device).manual_seed(settings.seed)
         if B > 1 and settings.temperature == 0:
-            settings = SamplerSettings(**{**vars(settings), "temperature": CANDIDATE_TEMPERATURE})
+            settings = replace(settings, temperature=CANDIDATE_TEMPERATURE)
         greedy_rows = torch.arange(B, device=device) == 0 if req.sampler.temperature == 0 else None
         banned = list(be.banned_ids) + ([] if allow_pad or be.pad_id is None else [be.pad_id])
-        pad_trails = allow_pad and be.pad_id is not None and getattr(be, "pad_trails", False)
+        pad_trails = allow_pad and be.pad_id is not None and be.pad_trails
         state = be.prepare(ids, hole)
         forwards, total = 0, masked.sum().item()
         while masked.any():
@@ -243,9 +226,3 @@ def _settle_length(logp, x, conf, masked, pad_id: int):
     after &= masked
     return torch.where(after, pad_id, x), torch.where(after, 1.0, conf), masked & ~after
 
-
-def _is_diffill_config(path: Path) -> bool:
-    import json
-
-    data = json.loads((path / "config.json").read_text())
-    return "dim" in data and "n_layers" in data and "model_type" not in data

@@ -7,9 +7,10 @@ evaluation harness all speak the same small vocabulary.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable, Literal, get_args
 
-Strategy = Literal["confidence", "entropy", "margin", "threshold", "fixed"]
+Strategy = Literal["threshold", "confidence", "entropy", "margin", "fixed"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
 
 class InfillError(ValueError):
@@ -42,7 +43,7 @@ class SamplerSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.strategy not in ("confidence", "entropy", "margin", "threshold", "fixed"):
+        if self.strategy not in STRATEGIES:
             raise InfillError(f"unknown sampler strategy {self.strategy!r}")
         if not 0.0 < self.threshold <= 1.0:
             raise InfillError(f"threshold must be in (0, 1], got {self.threshold}")
@@ -52,6 +53,22 @@ class SamplerSettings:
             raise InfillError("max_steps must be at least 1")
         if self.temperature < 0:
             raise InfillError("temperature must be >= 0")
+
+
+@dataclass(frozen=True)
+class InfillOptions:
+    """What a caller chooses once for many requests: the most tokens an auto-length hole may
+    take, how many candidates, and how to sample.  The language server's Settings and the
+    CLI's flags become one of these; each feature adjusts it (`dataclasses.replace`) and
+    turns it into an `InfillRequest` with `request()`."""
+
+    max_length: int = 48
+    candidates: int = 1
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)
+
+    def request(self, prefix: str, suffix: str = "", **fields) -> "InfillRequest":
+        return InfillRequest(prefix, suffix, max_length=self.max_length, candidates=self.candidates,
+                             sampler=self.sampler, **fields)
 
 
 @dataclass
@@ -70,8 +87,8 @@ class InfillRequest:
     prefix: str
     suffix: str = ""
     length: int | None = None
-    max_length: int = 48
-    candidates: int = 1
+    max_length: int = InfillOptions.max_length
+    candidates: int = InfillOptions.candidates
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     between: tuple[str, ...] = ()
     cancel: Callable[[], bool] | None = None

@@ -1,47 +1,8 @@
-"""`python -m lsp_server` (and `diffill serve`): LSP over stdio, or `--tcp HOST:PORT`."""
+"""`python -m lsp_server`: the language server, as `diffill serve` (LSP over stdio, or `--tcp HOST:PORT`)."""
 
-from __future__ import annotations
-
-import argparse
-import logging
 import sys
 
-
-def parse_address(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT (e.g. 127.0.0.1:2087), got {value!r}")
-    return host or "127.0.0.1", int(port)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diffill serve", description="diffill language server")
-    parser.add_argument("--tcp", type=parse_address, metavar="HOST:PORT",
-                        help="listen on TCP instead of talking over stdin/stdout")
-    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="server log level (the log goes to stderr or --log-file, never stdout)")
-    parser.add_argument("--log-file", help="write the server log to this file")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    target = {"filename": args.log_file} if args.log_file else {"stream": sys.stderr}
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", **target)
-    # pygls logs every message body at INFO; that is noise (and large) unless debugging.
-    logging.getLogger("pygls").setLevel(max(logging.WARNING, logging.getLogger().level))
-    from .server import server
-
-    if args.tcp:
-        server.start_tcp(*args.tcp)
-        return 0
-    # The protocol owns the real stdout; a stray print() (from a library, say) goes to
-    # stderr instead of corrupting the message stream.
-    protocol_out = sys.stdout.buffer
-    sys.stdout = sys.stderr
-    server.start_io(sys.stdin.buffer, protocol_out)
-    return 0
-
+from .cli import serve
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve())

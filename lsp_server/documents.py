@@ -10,18 +10,17 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from lsprotocol import types
 
-from infill_engine.syntax import spans
+from infill_engine.syntax.lines import line_span, line_starts
+from infill_engine.syntax.parse import Code, SyntaxDocument, language_for
 
 # Past this size a document keeps its text (so sync stays correct) but gets no syntax
 # tree and no model features: a 10 MB file is almost always generated or data, and a
 # tree-sitter parse plus tokenizing it on every keystroke would stall the server.
 MAX_FEATURE_CHARS = 1_000_000
 
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 class DocumentError(Exception):
     """A request about a document the server cannot serve (unknown, stale, out of range)."""
@@ -68,7 +67,7 @@ def _chars_for_units(line: str, units: int, encoding: str) -> int:
 
 def language_name(language_id: str, uri: str) -> str | None:
     """The grammar name for a document, from its languageId or, failing that, its extension."""
-    return spans.language_for(language_id) or spans.language_for(uri)
+    return language_for(language_id) or language_for(uri)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -82,7 +81,7 @@ class Document:
     text: str
     encoding: str = types.PositionEncodingKind.Utf16
     language: str | None = None  # grammar name; None: no grammar (plain text, unknown language)
-    syntax: Any = None  # spans.SyntaxDocument, kept in step with `text`
+    _syntax: SyntaxDocument | None = field(default=None, repr=False)  # None while features are off for it
     _line_starts: list[int] | None = field(default=None, repr=False)
     _reason: tuple[str | None] | None = field(default=None, repr=False)  # cached unsupported_reason()
 
@@ -91,6 +90,13 @@ class Document:
         self._reparse()
 
     # -- what features may do with this document ---------------------------------------
+
+    @property
+    def code(self) -> Code:
+        """The text with its language and tree-sitter tree, kept in step with every change
+        (incrementally): what the features take.  Without features (see unsupported_reason)
+        it is the text alone."""
+        return self._syntax.code if self._syntax is not None else Code(self.text, None)
 
     def unsupported_reason(self) -> str | None:
         """Why model and syntax features are off for this document, or None if they are on."""
@@ -118,17 +124,12 @@ class Document:
     @property
     def line_starts(self) -> list[int]:
         if self._line_starts is None:
-            self._line_starts = [0] + [m.end() for m in _LINE_BREAK.finditer(self.text)]
+            self._line_starts = line_starts(self.text)
         return self._line_starts
 
     def line_bounds(self, line: int) -> tuple[int, int]:
         """Start and end (before the line break) of `line`."""
-        starts = self.line_starts
-        start = starts[line]
-        end = starts[line + 1] if line + 1 < len(starts) else len(self.text)
-        while end > start and self.text[end - 1] in "\r\n":
-            end -= 1
-        return start, end
+        return line_span(self.text, self.line_starts[line])
 
     def offset_at(self, position: types.Position, *, clamp: bool = False) -> int:
         """str offset of an LSP position.
@@ -183,16 +184,16 @@ class Document:
         self.text = self.text[:start] + change.text + self.text[end:]
         self._line_starts = None
         self._reason = None
-        if self.syntax is not None and self.unsupported_reason() is None:
-            self.syntax.apply_change(start, end, change.text)  # incremental reparse
+        if self._syntax is not None and self.unsupported_reason() is None:
+            self._syntax.apply_change(start, end, change.text)  # incremental reparse
         else:
             self._reparse()
 
     def _reparse(self) -> None:
         self._reason = None
-        self.syntax = None
+        self._syntax = None
         if self.unsupported_reason() is None:
-            self.syntax = spans.SyntaxDocument(self.text, self.language)
+            self._syntax = SyntaxDocument(self.text, self.language)
 
 
 class DocumentStore:

@@ -21,9 +21,9 @@ import asyncio
 import json
 import os
 import platform
+import fnmatch
 import statistics
 import sys
-import fnmatch
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +31,8 @@ from typing import Any
 
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
+
+from .settings import Settings
 
 URI = "file:///bench/sample.py"
 
@@ -139,58 +141,18 @@ class BenchClient(LanguageClient):
 
 
 async def run(args: argparse.Namespace) -> Report:
-    env = dict(os.environ)
-    env.pop("DIFFILL_MODEL", None)
-    options: dict[str, Any] = {"device": args.device, "candidates": 1}
-    if args.model == "tiny-random":
-        env["DIFFILL_MODEL"] = "tiny-random"
-    elif args.model:
-        options["model"] = args.model
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
-
+    """Start the server, open a ~`args.tokens`-token Python file, and time keystrokes in it."""
     client = BenchClient()
-    await client.start_io(sys.executable, "-m", "lsp_server", env=env)
+    await client.start_io(sys.executable, "-m", "lsp_server", env=_server_env(args.model))
     try:
-        await client.initialize_async(types.InitializeParams(
-            capabilities=types.ClientCapabilities(text_document=types.TextDocumentClientCapabilities(
-                inline_completion=types.InlineCompletionClientCapabilities())),
-            initialization_options=options))
-        client.initialized(types.InitializedParams())
         text = sample_document(args.tokens)
-        client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
-            uri=URI, language_id="python", version=0, text=text)))
-        await client.suggest(types.Position(line=0, character=0))  # loads the model: not timed
+        await _open(client, text, _initialization_options(args))
         status = await client.status()
         report = Report(status["model"], status["isRandom"], status["device"],
                         _token_counter()(text), args.iterations)
         lines = text.split("\n")
         for line_no in hole_lines(text, args.iterations):
-            line = lines[line_no]
-            indent = len(line) - len(line.lstrip())
-            typed = indent + 2  # the user has typed two characters of the statement...
-            holed = "\n".join(lines[:line_no] + [line[:typed]] + lines[line_no + 1:])
-            client.set_text(holed)
-            await client.status()  # a round trip: the server has applied the change
-            at = types.Position(line=line_no, character=typed)
-            t0 = time.perf_counter()
-            client.type_char(at, line[typed])  # ...and now types the third
-            cursor = types.Position(line=line_no, character=typed + 1)
-            result = await client.suggest(cursor)
-            report.cold_ms.append((time.perf_counter() - t0) * 1000)
-            items = result.items if result else []
-            if not items or items[0].range.start != cursor or not items[0].insert_text:
-                report.empty += 1
-                continue
-            suggestion = items[0].insert_text
-            t0 = time.perf_counter()
-            client.type_char(cursor, suggestion[0])  # the user types the suggestion's first character
-            after = types.Position(line=line_no, character=cursor.character + 1)
-            result = await client.suggest(after)
-            elapsed = (time.perf_counter() - t0) * 1000
-            if len(suggestion) > 1:
-                report.cache_ms.append(elapsed)
-                if result and result.items and result.items[0].insert_text == suggestion[1:]:
-                    report.cache_hits += 1
+            await _time_keystrokes(client, report, lines, line_no)
         await client.shutdown_async(None)
         client.exit(None)
         await asyncio.wait_for(client._server.wait(), 30)
@@ -201,11 +163,67 @@ async def run(args: argparse.Namespace) -> Report:
         await client.stop()
 
 
+def _server_env(model: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("DIFFILL_MODEL", None)
+    if model == "tiny-random":
+        env["DIFFILL_MODEL"] = "tiny-random"
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _initialization_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {"device": args.device, "candidates": 1}
+    if args.model and args.model != "tiny-random":
+        options["model"] = args.model
+    return options
+
+
+async def _open(client: BenchClient, text: str, options: dict[str, Any]) -> None:
+    """Initialize, open the document and ask once, which loads the model (not timed)."""
+    await client.initialize_async(types.InitializeParams(
+        capabilities=types.ClientCapabilities(text_document=types.TextDocumentClientCapabilities(
+            inline_completion=types.InlineCompletionClientCapabilities())),
+        initialization_options=options))
+    client.initialized(types.InitializedParams())
+    client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+        uri=URI, language_id="python", version=0, text=text)))
+    await client.suggest(types.Position(line=0, character=0))
+
+
+async def _time_keystrokes(client: BenchClient, report: Report, lines: list[str], line_no: int) -> None:
+    """The user has typed two characters of line `line_no` and types the third (cold: the
+    model runs), then the first character of the suggestion shown (served from the cache)."""
+    line = lines[line_no]
+    indent = len(line) - len(line.lstrip())
+    typed = indent + 2
+    client.set_text("\n".join(lines[:line_no] + [line[:typed]] + lines[line_no + 1:]))
+    await client.status()  # a round trip: the server has applied the change
+    t0 = time.perf_counter()
+    client.type_char(types.Position(line=line_no, character=typed), line[typed])
+    cursor = types.Position(line=line_no, character=typed + 1)
+    result = await client.suggest(cursor)
+    report.cold_ms.append((time.perf_counter() - t0) * 1000)
+    items = result.items if result else []
+    if not items or items[0].range.start != cursor or not items[0].insert_text:
+        report.empty += 1
+        return
+    suggestion = items[0].insert_text
+    t0 = time.perf_counter()
+    client.type_char(cursor, suggestion[0])
+    result = await client.suggest(types.Position(line=line_no, character=cursor.character + 1))
+    elapsed = (time.perf_counter() - t0) * 1000
+    if len(suggestion) > 1:
+        report.cache_ms.append(elapsed)
+        if result and result.items and result.items[0].insert_text == suggestion[1:]:
+            report.cache_hits += 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffill bench --lsp", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None,
                         help="tiny-random, a model path / hub id, or nothing for the bundled model")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default=Settings.device)
     parser.add_argument("--iterations", type=int, default=30, help="keystrokes per path (default 30)")
     parser.add_argument("--tokens", type=int, default=1000, help="size of the Python file in tokens (default 1000)")
     parser.add_argument("--json", dest="json_path", help="also write the summary to this JSON file")

@@ -4,6 +4,9 @@ The engine is not re-entrant for batch work, so every model call (and the load) 
 through a single-worker executor, one at a time, while the asyncio loop stays free to
 answer `shutdown`, other documents and cancellations.  A cancelled request sets its
 event; the engine polls it before every denoising step and stops there.
+
+A job is a plain function and its arguments, `run(fn, *args)`: the worker calls
+`fn(engine, *args)` on its thread, so the features need no closures to reach the engine.
 """
 
 from __future__ import annotations
@@ -134,9 +137,10 @@ class ModelWorker:
         self._engine, self._key, self._failed_key, self.error = engine, key, None, None
         self.set_state("ready", None)
 
-    async def run(self, settings: Settings, job: Callable[[Any], T], cancel: threading.Event) -> T:
-        """Run job(engine) on the worker.  Cancelling the awaiting task sets `cancel`,
-        which the engine sees before its next step (InfillCancelled)."""
+    async def run(self, fn: Callable[..., T], *args: Any, settings: Settings, cancel: threading.Event) -> T:
+        """fn(engine, *args) on the worker, with the engine `settings` ask for.  Cancelling
+        the awaiting task sets `cancel`, which the engine sees before its next step
+        (InfillCancelled)."""
         try:
             engine = await self.ensure_engine(settings)
             loop = asyncio.get_running_loop()
@@ -145,7 +149,7 @@ class ModelWorker:
                 # A job queued behind a long one may have been cancelled while it waited.
                 if cancel.is_set():
                     raise InfillCancelled()
-                return job(engine)
+                return fn(engine, *args)
 
             return await loop.run_in_executor(self._executor, guarded)
         except asyncio.CancelledError:

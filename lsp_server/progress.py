@@ -13,6 +13,8 @@ import uuid
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
+from . import capabilities
+
 
 class ProgressReporter:
     def __init__(self, ls: LanguageServer, token: types.ProgressToken | None, title: str) -> None:
@@ -27,7 +29,7 @@ class ProgressReporter:
                     create: bool) -> "ProgressReporter":
         """Begin progress on the client's token, or (if `create` and the client supports
         it) on one the server creates; without either, reports are dropped."""
-        if token is None and create and _supports_progress(ls):
+        if token is None and create and capabilities.work_done_progress(ls.client_capabilities):
             token = f"diffill-{uuid.uuid4().hex[:12]}"
             try:
                 await ls.work_done_progress.create_async(token)
@@ -60,8 +62,3 @@ class ProgressReporter:
         if self._token is not None:
             self._ls.work_done_progress.end(self._token, types.WorkDoneProgressEnd(message=message))
             self._token = None
-
-
-def _supports_progress(ls: LanguageServer) -> bool:
-    window = ls.client_capabilities.window
-    return bool(window is not None and window.work_done_progress)

@@ -1,29 +1,26 @@
 """diffill's language server: one decorated handler per LSP method.
 
-Handlers translate LSP types into calls to `actions` (plain Python over text and str
-offsets) and back.  State that outlives a request — documents, settings, the model
-worker, the suggestion cache, in-flight inline requests — lives on `DiffillServer`
-(diffill_server.py).
+Each handler translates LSP types into plain calls — on the session (session.py: state
+and model work) and on the features (features/: text and str offsets) — and the answers
+back into LSP types.  Nothing else lives here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcContentModified, JsonRpcInvalidParams
 
-from infill_engine.request import InfillCancelled, InfillError
-
-from . import actions
-from .diffill_server import DiffillServer, InlineOutcome
+from . import capabilities
 from .documents import Document, DocumentError
-from .model_worker import EngineUnavailable
+from .features import naming
+from .features.actions import ACTIONS, Action, available_actions
+from .features.context import ActionError
+from .features.inline import Suggestion
+from .session import DiffillServer
 from .settings import settings_section
-
-log = logging.getLogger(__name__)
 
 server = DiffillServer()
 
@@ -35,16 +32,12 @@ server = DiffillServer()
 def initialize(ls: DiffillServer, params: types.InitializeParams) -> None:
     ls.documents.encoding = ls.workspace.position_encoding or types.PositionEncodingKind.Utf16
     ls.apply_settings(settings_section(params.initialization_options))
-    if _client_has_inline_completion(params.capabilities):
+    if capabilities.inline_completion(params.capabilities):
         # Completion is the fallback for clients without inline completion.  A client with
         # both would run the model twice per keystroke and show every suggestion twice,
         # so it is not offered completion at all (pygls computes the advertised
         # capabilities after this handler, from the registered features).
         ls.protocol.fm.features.pop(types.TEXT_DOCUMENT_COMPLETION, None)
-
-
-def _client_has_inline_completion(caps: types.ClientCapabilities) -> bool:
-    return caps.text_document is not None and caps.text_document.inline_completion is not None
 
 
 @server.feature(types.INITIALIZED)
@@ -56,7 +49,7 @@ def initialized(ls: DiffillServer, params: types.InitializedParams) -> None:
 @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
 def did_change_configuration(ls: DiffillServer, params: types.DidChangeConfigurationParams) -> None:
     raw = settings_section(params.settings)
-    if raw is not None or not _client_pulls_configuration(ls):
+    if raw is not None or not capabilities.pulls_configuration(ls.client_capabilities):
         ls.apply_settings(raw)
         return
 
@@ -70,25 +63,17 @@ def did_change_configuration(ls: DiffillServer, params: types.DidChangeConfigura
     asyncio.ensure_future(pull())
 
 
-def _client_pulls_configuration(ls: DiffillServer) -> bool:
-    ws = ls.client_capabilities.workspace
-    return bool(ws is not None and ws.configuration)
-
-
 @server.feature(types.SHUTDOWN)
 def shutdown(ls: DiffillServer, params: None) -> None:
-    for event in list(ls.cancel_events.values()) + list(ls.inline_inflight.values()):
-        event.set()
-    for task in ls.hint_tasks.values():
-        task.cancel()
+    ls.cancel_all()
+    ls.hints.cancel_all()
 
 
 @server.feature(types.EXIT)
 def exit_(ls: DiffillServer, params: None) -> None:
     # Also without a `shutdown` first: stop a running model call at its next step, so the
     # process does not wait for it before exiting.
-    for event in list(ls.cancel_events.values()) + list(ls.inline_inflight.values()):
-        event.set()
+    ls.cancel_all()
     ls.worker.shutdown()
 
 
@@ -99,7 +84,7 @@ def exit_(ls: DiffillServer, params: None) -> None:
 def did_open(ls: DiffillServer, params: types.DidOpenTextDocumentParams) -> None:
     doc = ls.documents.open(params.text_document)
     ls.usable(doc)  # says once, in the log, why a document gets no suggestions
-    ls.schedule_hints(doc.uri)
+    ls.hints.schedule(doc.uri)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
@@ -115,15 +100,15 @@ def did_change(ls: DiffillServer, params: types.DidChangeTextDocumentParams) -> 
         return
     last = params.content_changes[-1] if params.content_changes else None
     around = None
-    if last is not None and getattr(last, "range", None) is not None:
+    if isinstance(last, types.TextDocumentContentChangePartial):
         around = doc.offset_at(last.range.start, clamp=True)
-    ls.schedule_hints(uri, around)
+    ls.hints.schedule(uri, around)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: DiffillServer, params: types.DidCloseTextDocumentParams) -> None:
     uri = params.text_document.uri
-    ls.clear_hints(uri)
+    ls.hints.clear(uri)
     ls.documents.close(uri)
     ls.cache.clear(uri)
     if (event := ls.inline_inflight.pop(uri, None)) is not None:
@@ -137,9 +122,9 @@ def did_close(ls: DiffillServer, params: types.DidCloseTextDocumentParams) -> No
 async def inline_completion(ls: DiffillServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
     items: list[types.InlineCompletionItem] = []
     if ls.feature_on("inline_completion"):
-        outcome = await _inline_or_none(ls, params.text_document.uri, params.position, params.work_done_token)
-        for s in outcome.suggestions if outcome else []:
-            items.append(types.InlineCompletionItem(insert_text=s.text, range=outcome.doc.range_of(s.start, s.end)))
+        doc, suggestions = await _suggestions(ls, params.text_document.uri, params.position, params.work_done_token)
+        for s in suggestions:
+            items.append(types.InlineCompletionItem(insert_text=s.text, range=doc.range_of(s.start, s.end)))
     return types.InlineCompletionList(items=items)
 
 
@@ -147,9 +132,10 @@ async def inline_completion(ls: DiffillServer, params: types.InlineCompletionPar
 async def completion(ls: DiffillServer, params: types.CompletionParams) -> types.CompletionList:
     items: list[types.CompletionItem] = []
     if ls.feature_on("completion"):
-        outcome = await _inline_or_none(ls, params.text_document.uri, params.position, params.work_done_token)
-        random_note = " (untrained weights)" if getattr(ls.worker.engine, "is_random", False) else ""
-        for rank, s in enumerate(outcome.suggestions if outcome else []):
+        doc, suggestions = await _suggestions(ls, params.text_document.uri, params.position, params.work_done_token)
+        engine = ls.worker.engine
+        random_note = " (untrained weights)" if engine is not None and engine.is_random else ""
+        for rank, s in enumerate(suggestions):
             first_line = s.text.strip().splitlines()[0] if s.text.strip() else s.text
             items.append(types.CompletionItem(
                 label=first_line[:80] or "(blank)",
@@ -160,31 +146,23 @@ async def completion(ls: DiffillServer, params: types.CompletionParams) -> types
                 filter_text=s.text,
                 preselect=rank == 0,
                 insert_text_format=types.InsertTextFormat.PlainText,
-                text_edit=types.TextEdit(range=outcome.doc.range_of(s.start, s.end), new_text=s.text),
+                text_edit=types.TextEdit(range=doc.range_of(s.start, s.end), new_text=s.text),
             ))
     # Incomplete: the answer depends on every character typed, so ask again.
     return types.CompletionList(is_incomplete=True, items=items)
 
 
-async def _inline_or_none(ls: DiffillServer, uri: str, position: types.Position,
-                          token: types.ProgressToken | None) -> InlineOutcome | None:
+async def _suggestions(ls: DiffillServer, uri: str, position: types.Position,
+                       token: types.ProgressToken | None) -> tuple[Document | None, list[Suggestion]]:
     try:
-        return await ls.inline(uri, position, token)
+        doc = ls.documents.get(uri)
+        return doc, await ls.suggest_inline(doc, position, token)
     except DocumentError as exc:
         ls.log(str(exc), types.MessageType.Warning)
-        return None
+        return None, []
 
 
 # == code actions ========================================================================
-
-REWRITE, FILL_BODY, REPAIR, SUGGEST_NAME = actions.REWRITE, actions.FILL_BODY, actions.REPAIR, actions.SUGGEST_NAME
-_ACTION_KINDS = {
-    REWRITE: types.CodeActionKind.RefactorRewrite,
-    FILL_BODY: types.CodeActionKind.RefactorRewrite,
-    REPAIR: types.CodeActionKind.QuickFix,
-    SUGGEST_NAME: types.CodeActionKind.RefactorRewrite,
-}
-_ACTION_FEATURES = {REWRITE: "rewrite", FILL_BODY: "fill_body", REPAIR: "repair", SUGGEST_NAME: "suggest_name"}
 
 
 @server.feature(
@@ -194,7 +172,7 @@ _ACTION_FEATURES = {REWRITE: "rewrite", FILL_BODY: "fill_body", REPAIR: "repair"
         resolve_provider=True,
     ),
 )
-def code_action(ls: DiffillServer, params: types.CodeActionParams) -> list[types.CodeAction]:
+def code_action(ls: DiffillServer, params: types.CodeActionParams) -> list[types.CodeAction | types.Command]:
     try:
         doc = ls.documents.get(params.text_document.uri)
         start, end = doc.range_offsets(params.range)
@@ -203,13 +181,13 @@ def code_action(ls: DiffillServer, params: types.CodeActionParams) -> list[types
         return []
     if not ls.settings.enabled or not ls.usable(doc):
         return []
-    offered = actions.available_actions(doc.text, doc.language, start, end)
     only = params.context.only if params.context else None
-    literal, resolvable = _code_action_support(ls)
+    literal, resolvable = capabilities.code_action_support(ls.client_capabilities)
     out: list[types.CodeAction | types.Command] = []
-    for kind, title in offered:
-        lsp_kind = _ACTION_KINDS[kind]
-        if not ls.feature_on(_ACTION_FEATURES[kind]):
+    for kind, title in available_actions(doc.code, start, end):
+        action = ACTIONS[kind]
+        lsp_kind = types.CodeActionKind(action.lsp_kind)
+        if not ls.feature_on(action.feature):
             continue
         if only and not any(lsp_kind == o or lsp_kind.startswith(f"{o}.") for o in only):
             continue
@@ -222,41 +200,19 @@ def code_action(ls: DiffillServer, params: types.CodeActionParams) -> list[types
             continue
         # A client that cannot resolve edits lazily gets the command that computes and
         # applies the edit (workspace/applyEdit) instead of an eager model run per request.
-        command = _action_command(ls, kind, title, doc, params.range)
+        where = params.range if action.takes_range else params.range.start
+        command = types.Command(title=title, command=action.command,
+                                arguments=[doc.uri, ls.protocol._converter.unstructure(where)])
         out.append(types.CodeAction(title=title, kind=lsp_kind, command=command) if literal else command)
     return out
-
-
-def _code_action_support(ls: DiffillServer) -> tuple[bool, bool]:
-    """(client takes CodeAction literals, client resolves their `edit` lazily)."""
-    td = ls.client_capabilities.text_document
-    ca = td.code_action if td is not None else None
-    if ca is None:
-        return False, False
-    resolve = ca.resolve_support is not None and "edit" in (ca.resolve_support.properties or [])
-    return ca.code_action_literal_support is not None, resolve
-
-
-_COMMANDS = {
-    REWRITE: "diffill.rewriteSelection", FILL_BODY: "diffill.fillBody",
-    REPAIR: "diffill.repair", SUGGEST_NAME: "diffill.suggestName",
-}
-
-
-def _action_command(ls: DiffillServer, kind: str, title: str, doc: Document, rng: types.Range) -> types.Command:
-    where = rng if kind in (REWRITE, REPAIR) else rng.start
-    return types.Command(title=title, command=_COMMANDS[kind],
-                         arguments=[doc.uri, ls.protocol._converter.unstructure(where)])
 
 
 @server.feature(types.CODE_ACTION_RESOLVE)
 async def code_action_resolve(ls: DiffillServer, action: types.CodeAction) -> types.CodeAction:
     data = action.data if isinstance(action.data, dict) else {}
     try:
-        uri, version, kind = data["uri"], data["version"], data["action"]
+        uri, version, which = data["uri"], data["version"], ACTIONS[data["action"]]
         start, end = int(data["start"]), int(data["end"])
-        if kind not in _ACTION_KINDS:
-            raise KeyError(kind)
     except (KeyError, TypeError, ValueError) as exc:
         raise JsonRpcInvalidParams(f"not a diffill code action (bad data: {exc})") from None
     try:
@@ -265,38 +221,10 @@ async def code_action_resolve(ls: DiffillServer, action: types.CodeAction) -> ty
         raise JsonRpcContentModified(str(exc)) from None
     if not 0 <= start <= end <= len(doc.text):
         raise JsonRpcInvalidParams("code action range is outside the document")
-    edits = await _run_action(ls, kind, doc, start, end, token=None)
+    edits = await ls.run_action(which, doc, start, end, token=None)
     if edits is not None:
         action.edit = ls.workspace_edit(doc, edits)
     return action
-
-
-async def _run_action(ls: DiffillServer, kind: str, doc: Document, start: int, end: int,
-                      token: types.ProgressToken | None) -> list[actions.Edit] | None:
-    """Compute a code action's edits; None (after telling the user why) if it does not apply."""
-    if not ls.usable(doc):
-        return None
-    s, text, language = ls.settings, doc.text, doc.language
-    jobs = {
-        REWRITE: lambda engine, hooks: [actions.rewrite(
-            engine, text, language, start, end, max_tokens=s.max_hole_tokens, candidates=s.candidates,
-            threshold=s.threshold, hooks=hooks)],
-        FILL_BODY: lambda engine, hooks: [actions.fill_body(
-            engine, text, language, start, max_tokens=s.max_hole_tokens, candidates=s.candidates,
-            threshold=s.threshold, hooks=hooks)],
-        REPAIR: lambda engine, hooks: [actions.repair(engine, text, language, start, end, threshold=s.threshold)],
-        SUGGEST_NAME: lambda engine, hooks: actions.suggest_name(
-            engine, text, language, start, candidates=max(4, s.candidates), threshold=s.threshold, hooks=hooks),
-    }
-    try:
-        return await ls.action_edit(kind, doc, jobs[kind], token)
-    except actions.ActionError as exc:
-        ls.show(str(exc), types.MessageType.Info)
-    except (InfillError, EngineUnavailable) as exc:
-        ls.show(str(exc))
-    except InfillCancelled:
-        log.debug("%s cancelled", kind)
-    return None
 
 
 # == rename ==============================================================================
@@ -304,35 +232,38 @@ async def _run_action(ls: DiffillServer, kind: str, doc: Document, start: int, e
 
 @server.feature(types.TEXT_DOCUMENT_PREPARE_RENAME)
 def prepare_rename(ls: DiffillServer, params: types.PrepareRenameParams) -> types.PrepareRenamePlaceholder | None:
-    try:
-        doc = ls.documents.get(params.text_document.uri)
-        offset = doc.offset_at(params.position)
-    except DocumentError as exc:
-        ls.log(str(exc), types.MessageType.Warning)
-        return None
-    if not ls.feature_on("rename") or not ls.usable(doc):
-        return None
-    span = actions.prepare_rename(doc.text, doc.language, offset)
+    target = _rename_target(ls, params.text_document.uri, params.position)
+    span = naming.prepare_rename(target[0].code, target[1]) if target else None
     if span is None:
         return None
+    doc = target[0]
     return types.PrepareRenamePlaceholder(range=doc.range_of(*span), placeholder=doc.text[span[0] : span[1]])
 
 
 @server.feature(types.TEXT_DOCUMENT_RENAME)
 def rename(ls: DiffillServer, params: types.RenameParams) -> types.WorkspaceEdit | None:
+    target = _rename_target(ls, params.text_document.uri, params.position)
+    if target is None:
+        return None
+    doc, offset = target
     try:
-        doc = ls.documents.get(params.text_document.uri)
-        offset = doc.offset_at(params.position)
+        edits = naming.rename(doc.code, offset, params.new_name)
+    except ActionError as exc:
+        raise JsonRpcInvalidParams(str(exc)) from None
+    return ls.workspace_edit(doc, edits)
+
+
+def _rename_target(ls: DiffillServer, uri: str, position: types.Position) -> tuple[Document, int] | None:
+    """The document and offset to rename at; None (logged) when rename is off or cannot apply there."""
+    try:
+        doc = ls.documents.get(uri)
+        offset = doc.offset_at(position)
     except DocumentError as exc:
         ls.log(str(exc), types.MessageType.Warning)
         return None
     if not ls.feature_on("rename") or not ls.usable(doc):
         return None
-    try:
-        edits = actions.rename(doc.text, doc.language, offset, params.new_name)
-    except actions.ActionError as exc:
-        raise JsonRpcInvalidParams(str(exc)) from None
-    return ls.workspace_edit(doc, edits)
+    return doc, offset
 
 
 # == commands ============================================================================
@@ -352,39 +283,30 @@ def _command_target(ls: DiffillServer, args: tuple, want: type) -> tuple[Documen
         raise JsonRpcInvalidParams(str(exc)) from None
 
 
-async def _command_action(ls: DiffillServer, kind: str, args: tuple, want: type) -> None:
+async def _command_action(ls: DiffillServer, action: Action, args: tuple) -> None:
+    want = types.Range if action.takes_range else types.Position
     doc, where = _command_target(ls, args, want)
-    if not ls.feature_on(_ACTION_FEATURES[kind]):
-        ls.show(f"{kind} is switched off (diffill.features)", types.MessageType.Info)
+    if not ls.feature_on(action.feature):
+        ls.show(f"{action.kind} is switched off (diffill.features)", types.MessageType.Info)
         return None
     try:
-        start, end = doc.range_offsets(where) if want is types.Range else (doc.offset_at(where),) * 2
+        start, end = doc.range_offsets(where) if action.takes_range else (doc.offset_at(where),) * 2
     except DocumentError as exc:
         raise JsonRpcInvalidParams(str(exc)) from None
-    edits = await _run_action(ls, kind, doc, start, end, token=None)
+    edits = await ls.run_action(action, doc, start, end, token=None)
     if edits is not None:
-        ls.apply_edit(f"diffill: {kind}", ls.workspace_edit(doc, edits))
+        ls.apply_edit(f"diffill: {action.kind}", ls.workspace_edit(doc, edits))
     return None
 
 
-@server.command("diffill.rewriteSelection")
-async def cmd_rewrite(ls: DiffillServer, *args: Any) -> None:
-    return await _command_action(ls, REWRITE, args, types.Range)
+def _register_action_command(action: Action) -> None:
+    @server.command(action.command)
+    async def run_command(ls: DiffillServer, *args: Any) -> None:
+        return await _command_action(ls, action, args)
 
 
-@server.command("diffill.fillBody")
-async def cmd_fill_body(ls: DiffillServer, *args: Any) -> None:
-    return await _command_action(ls, FILL_BODY, args, types.Position)
-
-
-@server.command("diffill.repair")
-async def cmd_repair(ls: DiffillServer, *args: Any) -> None:
-    return await _command_action(ls, REPAIR, args, types.Range)
-
-
-@server.command("diffill.suggestName")
-async def cmd_suggest_name(ls: DiffillServer, *args: Any) -> None:
-    return await _command_action(ls, SUGGEST_NAME, args, types.Position)
+for _action in ACTIONS.values():  # diffill.rewriteSelection, diffill.fillBody, diffill.repair, diffill.suggestName
+    _register_action_command(_action)
 
 
 @server.command("diffill.toggle")

@@ -4,6 +4,11 @@ Settings arrive as camelCase JSON from `initializationOptions` and from
 `workspace/didChangeConfiguration` ({"settings": {"diffill": {...}}}).  Each key is checked
 on its own, so one bad value is reported (naming the key and the reason) and the
 previous value of that key stays, while the good keys next to it still take effect.
+
+This module is the server's settings contract: the editors send these keys in camelCase
+(maxHoleTokens, features.fillBody, ...), and their defaults are the ones here; the
+infilling defaults themselves (hole budget, threshold, candidates) are the engine's
+`InfillOptions` / `SamplerSettings`, and `Settings.infill` hands them back as one object.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
+
+from infill_engine.request import InfillOptions, SamplerSettings
 
 DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
@@ -34,15 +41,21 @@ class Settings:
     device: str = "cpu"
     allow_network: bool = False
     trust_remote_code: bool = False
-    max_hole_tokens: int = 48
-    threshold: float = 0.9
-    candidates: int = 1
-    debounce_ms: int = 150
+    max_hole_tokens: int = InfillOptions.max_length
+    threshold: float = SamplerSettings.threshold
+    candidates: int = InfillOptions.candidates
+    debounce_ms: int = 150  # editors that debounce as-you-type requests wait this long
     features: Features = field(default_factory=Features)
 
     def engine_key(self) -> tuple[str | None, str, bool, bool]:
         """What identifies a loaded engine: a change here means loading another one."""
         return (self.model, self.device, self.allow_network, self.trust_remote_code)
+
+    @property
+    def infill(self) -> InfillOptions:
+        """What every model feature starts from (each adjusts its own budget from here)."""
+        return InfillOptions(max_length=self.max_hole_tokens, candidates=self.candidates,
+                             sampler=SamplerSettings(threshold=self.threshold))
 
 
 def _camel(name: str) -> str:

@@ -19,6 +19,8 @@ class Backend(Protocol):
     banned_ids: list[int]  # never committed into a hole (mask, bos, ...)
     max_len: int  # tokens the model attends over: context + hole
     device: torch.device
+    pad_trails: bool  # trained with padding only after a hole's text: an auto-length hole's length is settled up front
+    is_random: bool  # untrained weights: the output is noise, and users are told so
 
     def encode(self, text: str) -> list[int]: ...
 

@@ -23,14 +23,13 @@ class BundledBackend:
 
     pad_trails = True  # trained with padding only after the hole's text
 
-    def __init__(self, model: Transformer, tokenizer: CodeTokenizer, name: str, use_cache: bool = True,
+    def __init__(self, model: Transformer, tokenizer: CodeTokenizer, name: str, is_random: bool = False,
                  cache_entries: int = 4):
-        self.model, self.tok, self.name = model.eval(), tokenizer, name
+        self.model, self.tok, self.name, self.is_random = model.eval(), tokenizer, name, is_random
         self.mask_id, self.pad_id = tokenizer.mask_id, tokenizer.pad_id
         self.banned_ids = [tokenizer.mask_id, tokenizer.doc_id]
         self.max_len = model.cfg.max_seq_len
         self.device = next(model.parameters()).device
-        self.use_cache = use_cache
         self._caches: OrderedDict[tuple, ContextCache] = OrderedDict()
         self._cache_entries = cache_entries
 
@@ -44,7 +43,7 @@ class BundledBackend:
     def random(cls, cfg: ModelConfig, tokenizer: CodeTokenizer, seed: int = 0, device: str = "cpu",
                name: str = "random weights (untrained)") -> "BundledBackend":
         torch.manual_seed(seed)
-        return cls(Transformer(cfg).to(device), tokenizer, name)
+        return cls(Transformer(cfg).to(device), tokenizer, name, is_random=True)
 
     def encode(self, text: str) -> list[int]:
         return self.tok.encode(text)
@@ -54,8 +53,6 @@ class BundledBackend:
 
     def prepare(self, ids: torch.Tensor, hole: torch.Tensor):
         positions = torch.arange(ids.shape[1], device=ids.device)
-        if not self.use_cache:
-            return hole
         context = ids[:1, ~hole]
         key = (context.cpu().numpy().tobytes(), hole.cpu().numpy().tobytes())
         if key in self._caches:
@@ -68,8 +65,5 @@ class BundledBackend:
 
     @torch.no_grad()
     def hole_logits(self, state, ids: torch.Tensor) -> torch.Tensor:
-        if not self.use_cache:
-            hole = state
-            return self.model(ids, hole)[:, hole]
         cache, hole_positions, hole = state
         return self.model.forward_hole(ids[:, hole], hole_positions, cache)

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from ..request import InfillError
-from .model_spec import ModelSpec, banned_ids, config_ids, token_id
+from .model_spec import ModelSpec, first_eos_id, special_ids, token_id
 
 # Dream's README documents a 2048-token training context; the config inherits
 # Qwen2.5's 131072 positions, which the diffusion model never saw.
@@ -45,27 +45,15 @@ def describe(config: dict, tokenizer: Tokenizer) -> ModelSpec:
         attn_implementation="sdpa",
     )
 
-    mask_id = config.get("mask_token_id")
-    if mask_id is None:
-        mask_id = token_id(tokenizer, MASK)
-    if mask_id is None:
-        raise InfillError(f"cannot find the mask token: config.json has no mask_token_id and the tokenizer no {MASK}")
-
     # Slots a hole does not need: Dream fills them with its pad (<|endoftext|> on the
-    # released models, <|dlm_pad|> where a tokenizer has one); an end-of-text token
-    # inside a hole means the same thing, so its probability is folded into the pad.
-    pad_id = token_id(tokenizer, PAD)
-    if pad_id is None:
-        pad_id = config.get("pad_token_id")
-    if pad_id is None:
-        pad_id = next(iter(config_ids(config.get("eos_token_id"))), None)
-    ends = set(config_ids(config.get("eos_token_id")))
-    ends |= {t for t in (token_id(tokenizer, name) for name in END_OF_TEXT) if t is not None}
-    ends.discard(pad_id)  # type: ignore[arg-type]
-
-    # DreamOn's <|expand|> asks the sampler to grow the hole; diffill opens a fixed number
-    # of slots instead, so the token must never be committed.
-    banned = banned_ids(tokenizer, int(config["vocab_size"]), pad_id, *ends, int(mask_id), token_id(tokenizer, EXPAND))
+    # released models, <|dlm_pad|> where a tokenizer has one).  DreamOn's <|expand|> asks
+    # the sampler to grow the hole; diffill opens a fixed number of slots instead, so the
+    # token must never be committed.
+    ids = special_ids(
+        config, tokenizer, int(config["vocab_size"]), mask_token=MASK,
+        pad_choices=(token_id(tokenizer, PAD), config.get("pad_token_id"), first_eos_id(config)),
+        end_tokens=END_OF_TEXT, never_tokens=(EXPAND,),
+    )  # fmt: skip
 
     return ModelSpec(
         family="dream",
@@ -74,10 +62,7 @@ def describe(config: dict, tokenizer: Tokenizer) -> ModelSpec:
         rename=_rename,
         tied=tied,
         shifted=True,
-        mask_id=int(mask_id),
-        pad_id=None if pad_id is None else int(pad_id),
-        end_ids=sorted(ends),
-        banned_ids=banned,
+        ids=ids,
         max_len=min(int(config.get("max_position_embeddings", TRAINED_CONTEXT)), TRAINED_CONTEXT),
     )
 

@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from ..request import InfillError
-from .model_spec import ModelSpec, banned_ids, config_ids, token_id
+from .model_spec import ModelSpec, first_eos_id, special_ids, token_id
 
 MASK, EOS, EOT, BOS = "<|mdm_mask|>", "<|endoftext|>", "<|eot_id|>", "<|startoftext|>"
 DEFAULT_MASK_ID = 126336  # LLaDA's modeling code hard-codes it where config.json omits it
@@ -97,24 +97,13 @@ def describe(config: dict, tokenizer: Tokenizer, native: bool = True) -> ModelSp
     else:
         model_class, hf_config = LlamaForCausalLM, LlamaConfig(**arch, attention_bias=False, mlp_bias=False)
 
-    mask_id = config.get("mask_token_id")
-    if mask_id is None:
-        mask_id = token_id(tokenizer, MASK)
-    if mask_id is None:
-        mask_id = DEFAULT_MASK_ID
-
     # LLaDA fills the slots an answer does not need with EOS (<|endoftext|>); the
     # Instruct models close a turn with <|eot_id|> first.  Both mean "nothing here".
-    pad_id = config.get("pad_token_id")
-    if pad_id is None:
-        pad_id = next(iter(config_ids(config.get("eos_token_id"))), None)
-    if pad_id is None:
-        pad_id = token_id(tokenizer, EOS)
-    ends = set(config_ids(config.get("eos_token_id")))
-    ends |= {t for t in (token_id(tokenizer, name) for name in (EOS, EOT)) if t is not None}
-    ends.discard(pad_id)  # type: ignore[arg-type]
-
-    banned = banned_ids(tokenizer, vocab, pad_id, *ends, int(mask_id), token_id(tokenizer, BOS))
+    ids = special_ids(
+        config, tokenizer, vocab, mask_token=MASK, default_mask_id=DEFAULT_MASK_ID,
+        pad_choices=(config.get("pad_token_id"), first_eos_id(config), token_id(tokenizer, EOS)),
+        end_tokens=(EOS, EOT), never_tokens=(BOS,),
+    )  # fmt: skip
 
     return ModelSpec(
         family="llada",
@@ -123,10 +112,7 @@ def describe(config: dict, tokenizer: Tokenizer, native: bool = True) -> ModelSp
         rename=_rename,
         tied=tied,
         shifted=False,
-        mask_id=int(mask_id),
-        pad_id=None if pad_id is None else int(pad_id),
-        end_ids=sorted(ends),
-        banned_ids=banned,
+        ids=ids,
         max_len=min(max_seq, 4096),
         logit_scale=1.0 / math.sqrt(d_model) if config.get("scale_logits") else 1.0,
     )

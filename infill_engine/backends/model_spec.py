@@ -8,11 +8,21 @@ weights, how the checkpoint's weight names map onto it, and which token ids mean
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from tokenizers import Tokenizer
 from transformers import PretrainedConfig, PreTrainedModel
+
+from ..request import InfillError
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    mask_id: int
+    pad_id: int | None  # what the model writes into slots a hole does not need
+    end_ids: list[int]  # "text ends here" tokens that mean the same as pad_id (pad_id itself excluded)
+    banned_ids: list[int]  # never committed into a hole
 
 
 @dataclass
@@ -23,10 +33,7 @@ class ModelSpec:
     rename: Callable[[str], str | None]  # checkpoint weight name -> model weight name (None: not a weight we use)
     tied: bool  # the output head reuses the input embedding matrix
     shifted: bool  # token i is predicted from the hidden state at i - 1 (Dream)
-    mask_id: int
-    pad_id: int | None  # what the model writes into slots a hole does not need
-    end_ids: list[int] = field(default_factory=list)  # "text ends here" tokens that mean the same as pad_id
-    banned_ids: list[int] = field(default_factory=list)
+    ids: SpecialIds  # mask, pad, end and banned token ids
     max_len: int = 2048
     logit_scale: float = 1.0
 
@@ -66,3 +73,36 @@ def config_ids(value: object) -> list[int]:
     if isinstance(value, int):
         return [value]
     return [int(v) for v in value]  # type: ignore[union-attr]
+
+
+def special_ids(config: dict, tokenizer: Tokenizer, vocab: int, *, mask_token: str, pad_choices: tuple[int | None, ...],
+                end_tokens: tuple[str, ...], never_tokens: tuple[str, ...] = (),
+                default_mask_id: int | None = None) -> SpecialIds:
+    """The mask, pad, end and banned ids of a checkpoint, found the same way for every family.
+
+    mask: config.json's mask_token_id, else the tokenizer's `mask_token`, else `default_mask_id`.
+    pad: the first of `pad_choices` that is not None (each family knows where its pad lives).
+    ends: config.json's eos ids and the tokenizer's `end_tokens`, less the pad: an end token
+    inside a hole means "nothing more here", which is what the pad means to the engine.
+    banned: special and unused tokens, the ends, the mask and `never_tokens`; never the pad."""
+    mask_id = config.get("mask_token_id")
+    if mask_id is None:
+        mask_id = token_id(tokenizer, mask_token)
+    if mask_id is None:
+        mask_id = default_mask_id
+    if mask_id is None:
+        raise InfillError(
+            f"cannot find the mask token: config.json has no mask_token_id and the tokenizer no {mask_token}"
+        )
+    pad_id = next((i for i in pad_choices if i is not None), None)
+    ends = set(config_ids(config.get("eos_token_id")))
+    ends |= {t for t in (token_id(tokenizer, name) for name in end_tokens) if t is not None}
+    ends.discard(pad_id)  # type: ignore[arg-type]
+    never = [token_id(tokenizer, name) for name in never_tokens]
+    banned = banned_ids(tokenizer, vocab, pad_id, *ends, int(mask_id), *never)
+    return SpecialIds(int(mask_id), None if pad_id is None else int(pad_id), sorted(ends), banned)
+
+
+def first_eos_id(config: dict) -> int | None:
+    return next(iter(config_ids(config.get("eos_token_id"))), None)
+

@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from itertools import accumulate
 from pathlib import Path
 
 import torch
 
+from ..backends.bundled import BundledBackend
 from ..request import InfillRequest, SamplerSettings
 
 SAMPLERS = {
@@ -31,11 +33,12 @@ def holes_from_source(count: int) -> list[tuple[str, str, str]]:
     files = sorted(Path(__file__).resolve().parents[1].rglob("*.py"))
     text = "\n".join(p.read_text() for p in files)
     lines = text.splitlines(keepends=True)
+    starts = list(accumulate(map(len, lines), initial=0))
     holes, i = [], 40
     while len(holes) < count and i < len(lines) - 10:
         n = 1 if len(holes) % 2 == 0 else 4
         if lines[i].strip() and len(lines[i]) > 12:
-            start = sum(map(len, lines[:i]))
+            start = starts[i]
             middle = "".join(lines[i:i + n])
             holes.append((text[max(0, start - 1500):start], middle, text[start + len(middle):][:600]))
         i += 97
@@ -53,9 +56,9 @@ def _median_ms(fn, repeats: int) -> float:
 
 def bench_cache(engine, context_tokens: int, hole_tokens: int, repeats: int) -> dict:
     """ms per denoising step with the context cache vs a full forward, at `context_tokens` of context."""
-    model = getattr(engine.backend, "model", None)
-    if model is None or not hasattr(model, "prefill"):
+    if not isinstance(engine.backend, BundledBackend):
         return {"skipped": "the backend has no exact context cache"}
+    model = engine.backend.model
     source = "\n".join(p.read_text() for p in sorted(Path(__file__).resolve().parents[1].rglob("*.py")))
     ctx = engine.backend.encode(source)[:context_tokens]
     L = len(ctx) + hole_tokens
@@ -102,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--holes", type=int, default=12, help="holes for the sampler comparison")
     ap.add_argument("--length", choices=["oracle", "auto"], default="oracle")
-    ap.add_argument("--lsp", action="store_true", help="keystroke-to-suggestion latency through the server")
-    args, rest = ap.parse_known_args(argv)
-    if args.lsp:
-        from lsp_server.latency_bench import main as lsp_main
-        return lsp_main(rest)
+    args = ap.parse_args(argv)
     from ..engine import Engine
 
     engine = Engine.load(args.model, args.device)

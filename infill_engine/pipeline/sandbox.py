@@ -33,7 +33,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -190,52 +189,61 @@ def run_program(source: str, timeout_s: float = 5.0, memory_mb: int = 1024) -> E
     with tempfile.TemporaryDirectory(prefix="diffill-exec-", ignore_cleanup_errors=True) as workdir:
         work = Path(workdir)
         (work / "program.py").write_text(source, encoding="utf-8")
-        out_path, err_path = work / ".stdout", work / ".stderr"
         if drop_uid >= 0:
             for p in (work, work / "program.py"):
                 os.chown(p, drop_uid, drop_uid)
-        status_r, status_w = os.pipe()
-        try:
-            with open(out_path, "wb") as out_f, open(err_path, "wb") as err_f:
-                args = [
-                    sys.executable, "-I", "-c", _BOOTSTRAP, str(status_w),
-                    str(memory_mb * 1024 * 1024), str(math.ceil(timeout_s) + 1), str(OUTPUT_LIMIT_BYTES),
-                    str(drop_uid),
-                ]  # fmt: skip
-                proc = subprocess.Popen(
-                    args,
-                    cwd=workdir,
-                    env=_child_env(workdir),
-                    stdin=subprocess.DEVNULL,
-                    stdout=out_f,
-                    stderr=err_f,
-                    pass_fds=(status_w,),
-                    start_new_session=True,  # own process group, so a timeout kills its children too
-                    close_fds=True,
-                )
-            os.close(status_w)
-            status_w = -1
-            timed_out = False
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            _kill_group(proc.pid)  # also reaps stragglers the program forked
-            proc.wait()
-            # Non-blocking: a grandchild that inherited the pipe must not hang the evaluator.
-            os.set_blocking(status_r, False)
-            try:
-                status = os.read(status_r, 1024).decode("utf-8", errors="replace").strip()
-            except BlockingIOError:
-                status = ""
-        finally:
-            os.close(status_r)
-            if status_w >= 0:
-                os.close(status_w)
-        stdout, stderr = _tail(out_path), _tail(err_path)
+        returncode, status, timed_out = _run_bootstrap(work, timeout_s, memory_mb, drop_uid)
+        stdout, stderr = _tail(work / ".stdout"), _tail(work / ".stderr")
     wall_ms = (time.perf_counter() - start) * 1000
-    reason = "timeout" if timed_out else _classify(proc.returncode, status, stderr)
+    reason = "timeout" if timed_out else _classify(returncode, status, stderr)
     return ExecOutcome(reason == "passed", reason, stdout, stderr, wall_ms)
+
+
+def _run_bootstrap(work: Path, timeout_s: float, memory_mb: int, drop_uid: int) -> tuple[int, str, bool]:
+    """Run work/program.py under the limiting bootstrap, output to work/.stdout and .stderr.
+    Returns (exit code, the bootstrap's status line, whether the wall clock ran out)."""
+    status_r, status_w = os.pipe()
+    try:
+        with open(work / ".stdout", "wb") as out_f, open(work / ".stderr", "wb") as err_f:
+            args = [
+                sys.executable, "-I", "-c", _BOOTSTRAP, str(status_w),
+                str(memory_mb * 1024 * 1024), str(math.ceil(timeout_s) + 1), str(OUTPUT_LIMIT_BYTES),
+                str(drop_uid),
+            ]  # fmt: skip
+            proc = subprocess.Popen(
+                args,
+                cwd=work,
+                env=_child_env(str(work)),
+                stdin=subprocess.DEVNULL,
+                stdout=out_f,
+                stderr=err_f,
+                pass_fds=(status_w,),
+                start_new_session=True,  # own process group, so a timeout kills its children too
+                close_fds=True,
+            )
+        os.close(status_w)
+        status_w = -1
+        timed_out = False
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        _kill_group(proc.pid)  # also reaps stragglers the program forked
+        proc.wait()
+        return proc.returncode, _read_status(status_r), timed_out
+    finally:
+        os.close(status_r)
+        if status_w >= 0:
+            os.close(status_w)
+
+
+def _read_status(fd: int) -> str:
+    # Non-blocking: a grandchild that inherited the pipe must not hang the evaluator.
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 1024).decode("utf-8", errors="replace").strip()
+    except BlockingIOError:
+        return ""
 
 
 def run_programs(

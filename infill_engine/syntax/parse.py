@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import threading
 from bisect import bisect_left, bisect_right
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import PurePosixPath
@@ -173,36 +172,46 @@ class ParsedText:
         return self.char(node.start_byte), self.char(node.end_byte)
 
 
-# Recently parsed texts.  The language server asks several questions about one text in a row
-# (rewrite span, then syntax check, then occurrences), and SyntaxDocument deposits its
-# incrementally parsed trees here so those questions need no fresh parse.
-_PARSE_CACHE_SIZE = 16
-_parse_cache: OrderedDict[tuple[str, str], ParsedText] = OrderedDict()
-_parse_cache_lock = threading.Lock()
-
-
-def _remember(parsed: ParsedText) -> None:
-    with _parse_cache_lock:
-        key = (parsed.language, parsed.text)
-        _parse_cache[key] = parsed
-        _parse_cache.move_to_end(key)
-        while len(_parse_cache) > _PARSE_CACHE_SIZE:
-            _parse_cache.popitem(last=False)
-
-
 def parse_text(text: str, language: str | None) -> ParsedText | None:
-    """Parse `text`; None for a language without a grammar."""
+    """Parse `text` afresh; None for a language without a grammar."""
     language = normalize_language(language)
     if language is None:
         return None
-    with _parse_cache_lock:
-        cached = _parse_cache.get((language, text))
-    if cached is not None:
-        return cached
     source = text.encode("utf-8")
-    parsed = ParsedText(text, language, ts_parser(language).parse(source), TextOffsets(text), source)
-    _remember(parsed)
-    return parsed
+    return ParsedText(text, language, ts_parser(language).parse(source), TextOffsets(text), source)
+
+
+class Code:
+    """Source text in a language, with its tree-sitter parse made once, on first use.
+
+    What the syntax functions (spans, scopes) take, so that several questions about one text
+    share one parse.  A document under edit hands over the parse it keeps up to date
+    incrementally (`SyntaxDocument.code`); anyone else wraps their text: `Code(text, "python")`.
+    Without a grammar (`language` None or unknown) `parsed` is None and the functions fall
+    back to plain text.  Treat it as immutable: a feature may read it on another thread while
+    the document moves on to a new Code.
+    """
+
+    __slots__ = ("text", "language", "_parsed")
+
+    def __init__(self, text: str, language: str | None, parsed: ParsedText | None = None) -> None:
+        self.text = text
+        self.language = normalize_language(language)
+        self._parsed = parsed
+
+    @property
+    def parsed(self) -> ParsedText | None:
+        if self._parsed is None and self.language is not None:
+            self._parsed = parse_text(self.text, self.language)
+        return self._parsed
+
+    def error_count(self) -> int:
+        """ERROR and MISSING nodes in the tree (0 without a grammar)."""
+        parsed = self.parsed
+        return error_nodes(parsed.root) if parsed is not None else 0
+
+    def __repr__(self) -> str:
+        return f"Code({self.text[:40]!r}{'...' if len(self.text) > 40 else ''}, {self.language!r})"
 
 
 def error_nodes(node: Node) -> int:
@@ -222,7 +231,7 @@ def error_nodes(node: Node) -> int:
 
 
 class SyntaxDocument:
-    """A document's text plus its tree-sitter tree, updated incrementally.
+    """A document's text plus its tree-sitter tree, updated incrementally; `code` is the current state.
 
     Edits reparse incrementally; while the text has syntax errors the tree comes from a fresh
     parse instead, so it is always exactly the tree `parse_text` would build.
@@ -235,29 +244,38 @@ class SyntaxDocument:
         self.language = normalize_language(language)
         self._set(text, None)
 
+    @property
+    def text(self) -> str:
+        return self.code.text
+
+    @property
+    def tree(self) -> Tree | None:
+        parsed = self.code.parsed
+        return parsed.tree if parsed is not None else None
+
+    def error_count(self) -> int:
+        """Number of ERROR and MISSING nodes in the current tree."""
+        return self.code.error_count()
+
     def _set(self, text: str, tree: Tree | None, source: bytes | None = None) -> None:
-        self.text = text
-        self._offsets = TextOffsets(text)
         if self.language is None:
-            self.tree = None
+            self.code = Code(text, None)
             return
         source = text.encode("utf-8") if source is None else source
         if tree is None:
             tree = ts_parser(self.language).parse(source)
-        self.tree = tree
-        self._source = source
-        _remember(ParsedText(text, self.language, tree, self._offsets, source))
+        self.code = Code(text, self.language, ParsedText(text, self.language, tree, TextOffsets(text), source))
 
     def apply_change(self, start: int, end: int, new_text: str) -> None:
         """Replace text[start:end] (str offsets) with `new_text` and reparse incrementally."""
         if not 0 <= start <= end <= len(self.text):
             raise ValueError(f"edit range {start}..{end} is outside the document (length {len(self.text)})")
-        old = self.text
-        text = old[:start] + new_text + old[end:]
-        if self.tree is None or self.language is None:
+        old = self.code.parsed
+        text = self.text[:start] + new_text + self.text[end:]
+        if old is None:
             self._set(text, None)
             return
-        offsets = self._offsets
+        offsets = old.offsets
         start_byte, old_end_byte = offsets.to_byte(start), offsets.to_byte(end)
         start_point, old_end_point = offsets.point(start), offsets.point(end)
         inserted = new_text.encode("utf-8")
@@ -267,8 +285,9 @@ class SyntaxDocument:
         else:
             new_end_point = (start_point[0] + new_text.count("\n"),
                              len(new_text[last_newline + 1:].encode("utf-8")))
-        # Edit a copy: the old tree may still be cached as the parse of the old text.
-        edited = self.tree.copy()
+        # Edit a copy: the old tree belongs to the previous Code, which a feature running on
+        # the model thread may still be reading.
+        edited = old.tree.copy()
         edited.edit(start_byte, old_end_byte, start_byte + len(inserted),
                     start_point, old_end_point, new_end_point)
         encoded = text.encode("utf-8")
@@ -280,15 +299,6 @@ class SyntaxDocument:
             # counts at the price of a full parse only while the text is broken.
             tree = ts_parser(self.language).parse(encoded)
         self._set(text, tree, encoded)
-
-    def error_count(self) -> int:
-        """Number of ERROR and MISSING nodes in the current tree."""
-        return error_nodes(self.tree.root_node) if self.tree is not None else 0
-
-    def parsed(self) -> ParsedText | None:
-        if self.tree is None or self.language is None:
-            return None
-        return ParsedText(self.text, self.language, self.tree, self._offsets, self._source)
 
 
 def identifier_node_at(parsed: ParsedText, offset: int) -> Node | None:

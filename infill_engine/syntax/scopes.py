@@ -19,15 +19,15 @@ from abc import ABC, abstractmethod
 
 from tree_sitter import Node
 
-from infill_engine.syntax.parse import ParsedText, captures, has_node_type, identifier_node_at, parse_text
+from .parse import Code, ParsedText, captures, has_node_type, identifier_node_at
 
 
-def occurrences(text: str, language: str | None, offset: int) -> list[tuple[int, int]]:
+def occurrences(code: Code, offset: int) -> list[tuple[int, int]]:
     """All in-scope occurrences (str spans, sorted) of the identifier at `offset`; [] if none."""
-    parsed = parse_text(text, language)
+    parsed = code.parsed
     if parsed is None:
         return []
-    target = identifier_node_at(parsed, max(0, min(offset, len(text))))
+    target = identifier_node_at(parsed, max(0, min(offset, len(code.text))))
     if target is None or target.text in (b"_", None):
         return []
     rules = _RULES[parsed.language]

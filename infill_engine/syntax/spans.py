@@ -1,8 +1,9 @@
-"""Which text to mask: syntax-aware spans for rewrite, fill-body, rename and syntax checks.
+"""Which text to mask: syntax-aware spans for rewrite, fill-body and naming, and syntax checks.
 
-All offsets are Python str offsets into the text.  Every function degrades gracefully when the
-language has no grammar (None or unknown): whole lines for spans, no body, plain-word identifiers
-aren't guessed (identifier_at / occurrences return None / []), and syntax_ok says True.
+Every function takes a `Code` (text, language, parse) and works in Python str offsets into its
+text.  Each degrades gracefully when the language has no grammar (None or unknown): whole lines
+for spans, no body, plain-word identifiers aren't guessed (identifier_at returns None), and
+syntax_ok says True.  Which identifiers belong together for a rename is scopes.py's business.
 
 Span convention for statements: a span begins where the first node begins (after its indentation)
 and ends where the last node ends (before the newline).  The indentation stays in the prefix, so
@@ -17,22 +18,8 @@ import re
 
 from tree_sitter import Node
 
-from infill_engine.syntax.scopes import occurrences
-from infill_engine.syntax.parse import (
-    LANGUAGES,
-    ParsedText,
-    SyntaxDocument,
-    error_nodes,
-    identifier_node_at,
-    language_for,
-    normalize_language,
-    parse_text,
-)
-
-__all__ = [
-    "LANGUAGES", "SyntaxDocument", "language_for", "rewrite_span", "body_span", "identifier_at",
-    "occurrences", "syntax_ok", "enclosing_line_span",
-]
+from .lines import line_span
+from .parse import Code, ParsedText, identifier_node_at
 
 # Nodes whose children form a run that may be rewritten in part: statement lists and
 # comma-separated lists.  Selecting two statements of a block rewrites those two, not the block.
@@ -61,20 +48,12 @@ _SEPARATORS = frozenset({",", ";"})
 _WHITESPACE = b" \t\r\n\f\v"
 
 
-def enclosing_line_span(text: str, offset: int) -> tuple[int, int]:
-    """The line holding `offset`: from its first character to just before its newline."""
-    offset = max(0, min(offset, len(text)))
-    start = text.rfind("\n", 0, offset) + 1
-    end = text.find("\n", offset)
-    return start, len(text) if end < 0 else end
-
-
 def _clamp_selection(text: str, start: int, end: int) -> tuple[int, int]:
     start, end = sorted((max(0, min(start, len(text))), max(0, min(end, len(text)))))
     return start, end
 
 
-def rewrite_span(text: str, language: str | None, start: int, end: int) -> tuple[int, int]:
+def rewrite_span(code: Code, start: int, end: int) -> tuple[int, int]:
     """Widen the selection [start, end) to whole syntax nodes.
 
     The result is the smallest run of complete siblings that covers the selection: whole
@@ -83,11 +62,11 @@ def rewrite_span(text: str, language: str | None, start: int, end: int) -> tuple
     stands for the statement under the cursor (or stays empty on a blank spot).  Without a
     grammar the selection widens to whole lines.
     """
+    text, parsed = code.text, code.parsed
     start, end = _clamp_selection(text, start, end)
-    parsed = parse_text(text, language)
     if parsed is None:
-        line_start = enclosing_line_span(text, start)[0]
-        line_end = enclosing_line_span(text, end - 1 if end > start else end)[1]
+        line_start = line_span(text, start)[0]
+        line_end = line_span(text, end - 1 if end > start else end)[1]
         return line_start, max(line_end, end)
     if start == end:
         return _statement_at(parsed, start)
@@ -219,7 +198,7 @@ _TODO = re.compile(r"\b(?:TODO|FIXME|XXX)\b")
 _TRIVIAL_RETURN = re.compile(r"^return(?:\s+(?:None|null|undefined|nil|0|\"\"|''|\[\]|\{\}))?;?$")
 
 
-def body_span(text: str, language: str | None, offset: int) -> tuple[int, int] | None:
+def body_span(code: Code, offset: int) -> tuple[int, int] | None:
     """The body to fill for the innermost definition (function, method, class) around `offset`.
 
     Of the enclosing definitions the innermost placeholder body (`pass`, `...`, a TODO comment,
@@ -228,10 +207,10 @@ def body_span(text: str, language: str | None, offset: int) -> tuple[int, int] |
     empty span after the docstring when it is the whole body).  Brace languages: the text
     strictly between the braces.  None when no definition or block encloses `offset`.
     """
-    parsed = parse_text(text, language)
+    parsed = code.parsed
     if parsed is None:
         return None
-    chain = _nodes_at(parsed.root, parsed.byte(max(0, min(offset, len(text)))))
+    chain = _nodes_at(parsed.root, parsed.byte(max(0, min(offset, len(code.text)))))
     bodies = []
     for node in chain:
         if node.type in _DEFINITIONS:
@@ -308,19 +287,18 @@ def _text(node: Node) -> str:
 # Identifiers and syntax checks
 
 
-def identifier_at(text: str, language: str | None, offset: int) -> tuple[int, int] | None:
+def identifier_at(code: Code, offset: int) -> tuple[int, int] | None:
     """Span of the identifier under the cursor, or just before it (`foo|(`); None if there is none."""
-    parsed = parse_text(text, language)
+    parsed = code.parsed
     if parsed is None:
         return None
-    node = identifier_node_at(parsed, max(0, min(offset, len(text))))
+    node = identifier_node_at(parsed, max(0, min(offset, len(code.text))))
     return parsed.span(node) if node is not None else None
 
 
-def syntax_ok(old: str, new: str, language: str | None) -> bool:
-    """True when `new` has no more ERROR/MISSING nodes than `old` (no grammar: always True)."""
-    if normalize_language(language) is None:
+def syntax_ok(old: Code, new: str) -> bool:
+    """True when the text `new` (old's text, edited) has no more ERROR/MISSING nodes than `old`
+    (no grammar: always True)."""
+    if old.language is None:
         return True
-    old_parsed, new_parsed = parse_text(old, language), parse_text(new, language)
-    assert old_parsed is not None and new_parsed is not None
-    return error_nodes(new_parsed.root) <= error_nodes(old_parsed.root)
+    return Code(new, old.language).error_count() <= old.error_count()

@@ -2,6 +2,9 @@
 // This module must not import 'vscode': the headless end-to-end test (src/test/e2e.ts) runs it under
 // plain Node so that the test starts the server exactly the way the extension does.
 
+import * as fs from "fs";
+import * as path from "path";
+
 /** Reads one `diffill.*` setting by its key without the `diffill.` prefix (like WorkspaceConfiguration.get). */
 export interface ConfigReader {
   get<T>(key: string): T | undefined;
@@ -18,7 +21,10 @@ export interface FeatureSettings {
   unlikelyHints: boolean;
 }
 
-/** The server's settings (LSP_CONTRACT "Settings"): initializationOptions and didChangeConfiguration payload. */
+/**
+ * The server's settings (lsp_server/settings.py, `Settings`, in camelCase): the initializationOptions and
+ * didChangeConfiguration payload.
+ */
 export interface ServerSettings {
   enabled: boolean;
   model: string | null;
@@ -43,42 +49,53 @@ export const FEATURE_KEYS: readonly (keyof FeatureSettings)[] = [
   "unlikelyHints",
 ];
 
-// Defaults repeat package.json's so a reader that lacks a key (a test harness, an old settings file)
-// still yields the contract's values; package.json stays the source users see.
-const FEATURE_DEFAULTS: FeatureSettings = {
-  inlineCompletion: true,
-  completion: true,
-  rewrite: true,
-  fillBody: true,
-  repair: true,
-  suggestName: true,
-  rename: true,
-  unlikelyHints: false,
-};
+let manifestDefaults: Record<string, unknown> | undefined;
+
+/**
+ * The default of a `diffill.*` setting (key without the prefix), as package.json contributes it. VS Code shows
+ * those defaults to the user, and tests/editors/test_vscode_e2e.py keeps them equal to the server's own
+ * (lsp_server/settings.py, the one place each is decided); this module restates none of them.
+ */
+function manifestDefault(key: string): unknown {
+  if (manifestDefaults === undefined) {
+    const manifest = JSON.parse(fs.readFileSync(path.join(__dirname, "..", "package.json"), "utf8"));
+    const properties: Record<string, { default?: unknown }> = manifest.contributes.configuration.properties;
+    manifestDefaults = {};
+    for (const [name, schema] of Object.entries(properties)) {
+      manifestDefaults[name.slice("diffill.".length)] = schema.default;
+    }
+  }
+  return manifestDefaults[key];
+}
 
 function pick<T>(cfg: ConfigReader, key: string, fallback: T): T {
   const value = cfg.get<T>(key);
   return value === undefined ? fallback : value;
 }
 
+/** A server setting from the reader; one it lacks (a test harness, an old settings file) gets its default. */
+function setting<T>(cfg: ConfigReader, key: string): T {
+  return pick(cfg, key, manifestDefault(key) as T);
+}
+
 /** The settings object the server expects, built only from the keys the server knows. */
 export function serverSettings(cfg: ConfigReader): ServerSettings {
   const features = {} as FeatureSettings;
   for (const key of FEATURE_KEYS) {
-    features[key] = pick(cfg, `features.${key}`, FEATURE_DEFAULTS[key]);
+    features[key] = setting(cfg, `features.${key}`);
   }
-  const model = pick<string | null>(cfg, "model", null);
+  const model = setting<string | null>(cfg, "model");
   return {
-    enabled: pick(cfg, "enabled", true),
+    enabled: setting(cfg, "enabled"),
     // An empty string in the settings UI means "not set", the same as null (the bundled model).
     model: model === "" ? null : model,
-    device: pick(cfg, "device", "cpu"),
-    allowNetwork: pick(cfg, "allowNetwork", false),
-    trustRemoteCode: pick(cfg, "trustRemoteCode", false),
-    maxHoleTokens: pick(cfg, "maxHoleTokens", 48),
-    threshold: pick(cfg, "threshold", 0.9),
-    candidates: pick(cfg, "candidates", 1),
-    debounceMs: pick(cfg, "debounceMs", 150),
+    device: setting(cfg, "device"),
+    allowNetwork: setting(cfg, "allowNetwork"),
+    trustRemoteCode: setting(cfg, "trustRemoteCode"),
+    maxHoleTokens: setting(cfg, "maxHoleTokens"),
+    threshold: setting(cfg, "threshold"),
+    candidates: setting(cfg, "candidates"),
+    debounceMs: setting(cfg, "debounceMs"),
     features,
   };
 }

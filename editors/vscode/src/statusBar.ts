@@ -1,6 +1,6 @@
 import * as vscode from "vscode";
 
-/** Payload of the server's `diffill/status` notification (LSP_CONTRACT "Notifications"). */
+/** Payload of the server's `diffill/status` notification (lsp_server/session.py, `DiffillServer.send_status`). */
 export interface ServerStatus {
   state: "loading" | "ready" | "busy" | "disabled" | "error" | "stopped" | "starting";
   model: string;

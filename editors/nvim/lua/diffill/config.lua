@@ -8,8 +8,8 @@ M.defaults = {
   filetypes = { "python", "javascript", "javascriptreact", "typescript", "typescriptreact", "go", "rust" },
   -- Files that mark a project root; the file's own directory when none is found.
   root_markers = { ".git", "pyproject.toml", "setup.py", "package.json", "go.mod", "Cargo.toml" },
-  -- Server settings (LSP_CONTRACT "Settings", camelCase): sent as initializationOptions and
-  -- workspace/didChangeConfiguration. Keys left out keep the server's defaults.
+  -- Server settings (lsp_server/settings.py, `Settings`, in camelCase): sent as initializationOptions
+  -- and workspace/didChangeConfiguration. Keys left out keep the server's defaults.
   settings = {},
   -- Ask for a suggestion while typing in insert mode (after settings.debounceMs of quiet).
   auto_trigger = true,
@@ -25,7 +25,9 @@ M.defaults = {
   },
 }
 
--- The server's own default (LSP_CONTRACT) for clients that debounce.
+-- The server's default debounceMs (lsp_server/settings.py, `Settings.debounce_ms`, where it is decided),
+-- for when settings.debounceMs is left out: the plugin does the debouncing, so it needs the number
+-- itself. tests/editors/test_nvim.py keeps the two equal.
 M.default_debounce_ms = 150
 
 local function check_list_of_strings(value, name)

@@ -16,8 +16,9 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcContentModified, JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
 from pytest_lsp import LanguageClient
 
-from infill_engine.syntax import spans
-from lsp_harness import (all_edit_uris, apply_edits, change_doc, close, config, edits_for, initialize, send_raw,
+from infill_engine.syntax import scopes, spans
+from infill_engine.syntax.parse import Code
+from tests.lsp.harness import (all_edit_uris, apply_edits, change_doc, close, config, edits_for, initialize, send_raw,
                          offsets, open_doc, position_of, SHADOW, SOURCE)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -221,11 +222,11 @@ async def test_rewrite_resolves_to_an_edit_inside_the_widened_span(client: Langu
     resolved = await client.code_action_resolve_async(action)
     assert all_edit_uris(resolved.edit) == {uri}
     [edit] = edits_for(resolved.edit, uri)
-    widened = spans.rewrite_span(SOURCE, "python", start, start + 6)
+    widened = spans.rewrite_span(Code(SOURCE, "python"), start, start + 6)
     assert offsets(SOURCE, edit.range) == widened
     status = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="diffill.status"))
     if not status["isRandom"]:
-        assert spans.syntax_ok(SOURCE, apply_edits(SOURCE, [edit]), "python")
+        assert spans.syntax_ok(Code(SOURCE, "python"), apply_edits(SOURCE, [edit]))
 
 
 async def test_fill_body_and_repair_actions(client: LanguageClient):
@@ -236,7 +237,7 @@ async def test_fill_body_and_repair_actions(client: LanguageClient):
     assert "diffill: Fill in body" in offered and "diffill: Rewrite selection" not in offered
     resolved = await client.code_action_resolve_async(offered["diffill: Fill in body"])
     [edit] = edits_for(resolved.edit, uri)
-    assert offsets(SOURCE, edit.range) == spans.body_span(SOURCE, "python", SOURCE.index("pass"))
+    assert offsets(SOURCE, edit.range) == spans.body_span(Code(SOURCE, "python"), SOURCE.index("pass"))
 
     sel = types.Range(start=position_of(SOURCE, "total = "), end=position_of(SOURCE, "total = ", 20))
     offered = await code_actions(client, uri, sel)
@@ -283,7 +284,7 @@ async def test_commands_apply_edits_through_workspace_apply_edit(client: Languag
         await asyncio.sleep(0.05)
     applied = client.applied_edits[before]
     [edit] = edits_for(applied.edit, uri)
-    assert offsets(SOURCE, edit.range) == spans.body_span(SOURCE, "python", SOURCE.index("pass"))
+    assert offsets(SOURCE, edit.range) == spans.body_span(Code(SOURCE, "python"), SOURCE.index("pass"))
     with pytest.raises(JsonRpcException):
         await client.workspace_execute_command_async(types.ExecuteCommandParams(
             command="diffill.rewriteSelection", arguments=[uri]))
@@ -300,7 +301,7 @@ async def test_suggest_name_edits_only_occurrences(client: LanguageClient):
         assert any("name" in m.message for m in client.messages)
         return
     edits = edits_for(resolved.edit, uri)
-    expected = spans.occurrences(SHADOW, "python", SHADOW.index("count = 0"))
+    expected = scopes.occurrences(Code(SHADOW, "python"), SHADOW.index("count = 0"))
     assert sorted(offsets(SHADOW, e.range) for e in edits) == expected
 
 
@@ -551,7 +552,7 @@ async def test_inline_completion_with_the_bundled_model():
             assert item.range.start.line == item.range.end.line == cursor.line
             assert item.insert_text
             spliced = apply_edits(text, [types.TextEdit(range=item.range, new_text=item.insert_text)])
-            ok.append(spans.syntax_ok(text, spliced, "python"))
+            ok.append(spans.syntax_ok(Code(text, "python"), spliced))
         # the spliced file keeps parsing, or that candidate is ranked after every one that does
         assert ok == sorted(ok, reverse=True)
         status = await lsp.workspace_execute_command_async(types.ExecuteCommandParams(command="diffill.status"))
@@ -589,6 +590,6 @@ async def test_bundled_model_best_inline_suggestion_keeps_the_file_parsing():
         assert result.items
         best = result.items[0]
         spliced = apply_edits(text, [types.TextEdit(range=best.range, new_text=best.insert_text)])
-        assert spans.syntax_ok(text, spliced, "python") and best.insert_text.strip()
+        assert spans.syntax_ok(Code(text, "python"), spliced) and best.insert_text.strip()
     finally:
         await close(lsp)

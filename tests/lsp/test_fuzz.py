@@ -23,8 +23,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from lsprotocol import types
 from pygls.exceptions import JsonRpcContentModified, JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
 
-from infill_engine.syntax import spans
-from lsp_harness import capabilities, config, edits_for
+from infill_engine.syntax import scopes, spans
+from infill_engine.syntax.parse import Code, language_for
+from tests.lsp.harness import capabilities, config, edits_for
 
 ALLOWED_ERRORS = {JsonRpcInvalidParams.CODE, JsonRpcContentModified.CODE, JsonRpcRequestCancelled.CODE}
 
@@ -168,7 +169,7 @@ class Doc:
 
     @property
     def grammar(self) -> str | None:
-        return spans.language_for(self.language_id)
+        return language_for(self.language_id)
 
 
 class LspMachine(RuleBasedStateMachine):
@@ -314,13 +315,13 @@ class LspMachine(RuleBasedStateMachine):
         got = sorted((to_offset(text_then, e.range.start), to_offset(text_then, e.range.end)) for e in edits)
         kind, grammar = action.data["action"], doc.grammar
         if kind == "rewrite":
-            assert got == [spans.rewrite_span(text_then, grammar, start, end)]
+            assert got == [spans.rewrite_span(Code(text_then, grammar), start, end)]
         elif kind == "fillBody":
-            assert got == [spans.body_span(text_then, grammar, start)]
+            assert got == [spans.body_span(Code(text_then, grammar), start)]
         elif kind == "repair":
             assert got == [(start, end)]
         else:
-            assert got == spans.occurrences(text_then, grammar, start)
+            assert got == scopes.occurrences(Code(text_then, grammar), start)
 
     @rule(pick=st.integers(0, 100), a=st.integers(0, 10**6), name=NAMES)
     def rename(self, pick: int, a: int, name: str) -> None:

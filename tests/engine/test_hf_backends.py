@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from infill_engine.backends.hf import detect_family, load_checkpoint
+from infill_engine.backends.checkpoint import detect_family, load_hf_backend
 from infill_engine.engine import Engine
 from infill_engine.request import InfillError, InfillRequest, SamplerSettings
 
@@ -385,7 +385,7 @@ def test_detect_family_reads_real_config_keys():
 
 def test_dream_checkpoint_matches_reference_with_shifted_logits(tmp_path):
     ck = write_dream(tmp_path / "Dream-Coder-v0-7B")
-    backend = load_checkpoint(str(tmp_path / "Dream-Coder-v0-7B"))
+    backend = load_hf_backend(str(tmp_path / "Dream-Coder-v0-7B"))
     assert backend.name == "Dream-Coder-v0-7B"
     assert backend.model.dtype == torch.float32  # cpu default
     assert type(backend.model).__name__ == "Qwen2ForCausalLM"
@@ -402,7 +402,7 @@ def test_dream_checkpoint_matches_reference_with_shifted_logits(tmp_path):
 @pytest.mark.parametrize("tied", [False, True])
 def test_llada_checkpoint_matches_reference_without_shift(tmp_path, tied):
     ck = write_llada(tmp_path / "LLaDA-8B-Base", kv_heads=2, tied=tied)
-    backend = load_checkpoint(str(tmp_path / "LLaDA-8B-Base"))
+    backend = load_hf_backend(str(tmp_path / "LLaDA-8B-Base"))
     assert type(backend.model).__name__ == "LlamaForCausalLM"
     eos, eot = ck["ids"]["<|endoftext|>"], ck["ids"]["<|eot_id|>"]
     assert backend.pad_id == eos and backend.mask_id == ck["ids"]["<|mdm_mask|>"]
@@ -419,7 +419,7 @@ def test_llada_checkpoint_matches_reference_without_shift(tmp_path, tied):
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_attention_is_bidirectional(tmp_path, family, attention):
     ck = write_dream(tmp_path / "m") if family == "dream" else write_llada(tmp_path / "m")
-    backend = load_checkpoint(str(tmp_path / "m"))
+    backend = load_hf_backend(str(tmp_path / "m"))
     # eager attention applies only the mask it is given (it has no is_causal switch),
     # so this checks that the all-allowed mask alone makes the model bidirectional.
     backend.model.set_attn_implementation(attention)
@@ -439,7 +439,7 @@ def test_attention_is_bidirectional(tmp_path, family, attention):
 def test_dream_tokenizer_and_special_ids(tmp_path):
     """Dream's own layout (vocab.json + merges.txt + DreamTokenizer config), DreamOn's <|expand|>."""
     ck = write_dream(tmp_path / "DreamOn-v0-7B", expand=True)
-    backend = load_checkpoint(str(tmp_path / "DreamOn-v0-7B"))
+    backend = load_hf_backend(str(tmp_path / "DreamOn-v0-7B"))
     ids = ck["ids"]
     assert backend.mask_id == ids["<|mask|>"]
     assert backend.pad_id == ids["<|endoftext|>"]
@@ -460,7 +460,7 @@ def test_dream_tokenizer_and_special_ids(tmp_path):
 def test_tied_embeddings_and_tokenizer_json(tmp_path):
     """Open-dCoder-style: small Qwen2.5 with tie_word_embeddings and no lm_head tensor."""
     ck = write_dream(tmp_path / "Open-dCoder-0.5B", tokenizer_files="tokenizer.json", tied=True, shards=1)
-    backend = load_checkpoint(str(tmp_path / "Open-dCoder-0.5B"))
+    backend = load_hf_backend(str(tmp_path / "Open-dCoder-0.5B"))
     assert backend.model.lm_head.weight.data_ptr() == backend.model.model.embed_tokens.weight.data_ptr()
     ids = sample_ids(backend)
     got = backend.sequence_logits(ids[None])[0].double()
@@ -470,7 +470,7 @@ def test_tied_embeddings_and_tokenizer_json(tmp_path):
 def test_bfloat16_weights(tmp_path):
     """What a GPU gets by default: bf16 weights and activations, RoPE tables kept in float32."""
     ck = write_llada(tmp_path / "m")
-    backend = load_checkpoint(str(tmp_path / "m"), dtype=torch.bfloat16)
+    backend = load_hf_backend(str(tmp_path / "m"), dtype=torch.bfloat16)
     assert backend.model.model.embed_tokens.weight.dtype == torch.bfloat16
     assert backend.model.model.rotary_emb.inv_freq.dtype == torch.float32
     ids = sample_ids(backend)
@@ -491,22 +491,22 @@ def test_pickle_only_checkpoint_is_refused(tmp_path):
     (tmp_path / "m" / "model.safetensors.index.json").unlink()
     (tmp_path / "m" / "pytorch_model.bin").write_bytes(b"not loaded")
     with pytest.raises(InfillError, match="safetensors only"):
-        load_checkpoint(str(tmp_path / "m"))
+        load_hf_backend(str(tmp_path / "m"))
 
 
 def test_hub_ids_paths_and_devices_fail_clearly(tmp_path):
     with pytest.raises(InfillError, match="allow_network"):
-        load_checkpoint("diffill-tests/no-such-model-7B")
+        load_hf_backend("diffill-tests/no-such-model-7B")
     with pytest.raises(InfillError, match="no checkpoint directory"):
-        load_checkpoint(str(tmp_path / "missing"))
+        load_hf_backend(str(tmp_path / "missing"))
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(InfillError, match="checkpoint directory"):
-        load_checkpoint(str(tmp_path / "config.json"))
+        load_hf_backend(str(tmp_path / "config.json"))
     with pytest.raises(InfillError, match="unknown device"):
-        load_checkpoint(str(tmp_path), device="gpu0")
+        load_hf_backend(str(tmp_path), device="gpu0")
     if not torch.cuda.is_available():
         with pytest.raises(InfillError, match="no CUDA"):
-            load_checkpoint(str(tmp_path), device="cuda")
+            load_hf_backend(str(tmp_path), device="cuda")
 
 
 def test_weights_that_do_not_fit_are_reported(tmp_path):
@@ -515,13 +515,13 @@ def test_weights_that_do_not_fit_are_reported(tmp_path):
     config = json.loads((ck_dir / "config.json").read_text())
     (ck_dir / "config.json").write_text(json.dumps(config | {"n_layers": 3}))
     with pytest.raises(InfillError, match="missing model.layers.2"):
-        load_checkpoint(str(ck_dir))
+        load_hf_backend(str(ck_dir))
     (ck_dir / "config.json").write_text(json.dumps(config | {"mlp_hidden_size": INTER * 2}))
     with pytest.raises(InfillError, match="do not match its config.json"):
-        load_checkpoint(str(ck_dir))
+        load_hf_backend(str(ck_dir))
     (ck_dir / "config.json").write_text(json.dumps(config | {"block_type": "sequential"}))
     with pytest.raises(InfillError, match="trust_remote_code"):
-        load_checkpoint(str(ck_dir))
+        load_hf_backend(str(ck_dir))
 
 
 @pytest.mark.parametrize("family", ["dream", "llada"])
@@ -529,8 +529,8 @@ def test_approximate_cache_freezes_the_context(tmp_path, family):
     """Fast-dLLM-style: context keys/values computed once with the hole all masks."""
     ck = write_dream(tmp_path / "m") if family == "dream" else write_llada(tmp_path / "m")
     expected = dream_expected if family == "dream" else llada_expected
-    exact = load_checkpoint(str(tmp_path / "m"))
-    approx = load_checkpoint(str(tmp_path / "m"), approximate_cache=True)
+    exact = load_hf_backend(str(tmp_path / "m"))
+    approx = load_hf_backend(str(tmp_path / "m"), approximate_cache=True)
     ids = sample_ids(exact)
     hole = torch.zeros(len(ids), dtype=torch.bool)
     hole[5:11] = True
@@ -593,7 +593,7 @@ def test_engine_infills_through_a_checkpoint(tmp_path, family):
     assert len(auto.candidates[0].token_confidences) <= 8  # pad slots dropped, not decoded
 
     # The same infill with the approximate context cache follows the frozen-context reference.
-    cached = Engine(load_checkpoint(str(directory), approximate_cache=True))
+    cached = Engine(load_hf_backend(str(directory), approximate_cache=True))
     result = cached.infill(InfillRequest(prefix, suffix, length=5, sampler=greedy))
     recorded: list = []
     reference_logits(ck, torch.tensor(before + [backend.mask_id] * 5 + after), record=recorded)
@@ -649,11 +649,11 @@ def test_checkpoint_code_runs_only_with_trust_remote_code(tmp_path, monkeypatch)
     monkeypatch.setattr(dynamic_modules, "HF_MODULES_CACHE", str(tmp_path / "modules"))
     monkeypatch.setattr(sys, "path", list(sys.path))
 
-    native = load_checkpoint(str(directory))
+    native = load_hf_backend(str(directory))
     assert not marker.exists(), "the checkpoint's Python files must not run without the flag"
     assert type(native.model).__name__ == "Qwen2ForCausalLM"
 
-    remote = load_checkpoint(str(directory), trust_remote_code=True)
+    remote = load_hf_backend(str(directory), trust_remote_code=True)
     assert marker.exists() and type(remote.model).__name__ == "DreamModel"
     ids = sample_ids(remote)
     got = remote.sequence_logits(ids[None])[0].double()

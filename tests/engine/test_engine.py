@@ -98,6 +98,7 @@ class ScriptedBackend:
     exactly.  `confidence[i]` is the top-1 probability at slot i."""
 
     pad_trails = True
+    is_random = False
 
     def __init__(self, answer: list[int], confidence: list[float], max_len: int = 256):
         self.answer, self.confidence = answer, confidence

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from lsp_harness import SERVER_COMMAND, server_env
+from tests.lsp.harness import SERVER_COMMAND, server_env
 
 
 def test_tcp_transport():

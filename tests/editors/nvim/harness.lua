@@ -1,4 +1,4 @@
--- A tiny driver for headless Neovim scenarios run by tests/test_nvim.py.
+-- A tiny driver for headless Neovim scenarios run by tests/editors/test_nvim.py.
 --
 -- A scenario is a function run in a coroutine, so it can wait (H.wait / H.sleep) while Neovim's
 -- main loop keeps going: typeahead from feedkeys is processed, LSP messages arrive, timers fire.

@@ -11,19 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infill_engine.syntax.spans import (
-    SyntaxDocument,
-    body_span,
-    enclosing_line_span,
-    identifier_at,
-    language_for,
-    occurrences,
-    rewrite_span,
-    syntax_ok,
-)
-from infill_engine.syntax.parse import TextOffsets, error_nodes, parse_text, ts_parser
+from infill_engine.syntax.parse import Code, SyntaxDocument, TextOffsets, error_nodes, language_for, parse_text, ts_parser
+from infill_engine.syntax.scopes import occurrences
+from infill_engine.syntax.spans import body_span, identifier_at, rewrite_span, syntax_ok
 
-SAMPLES = Path(__file__).parent / "spans_samples"
+SAMPLES = Path(__file__).parent / "samples"
 SAMPLE_FILES = {p.name: p.read_text(encoding="utf-8") for p in sorted(SAMPLES.iterdir())}
 SAMPLE_FILES["textwrap.py"] = inspect.getsource(textwrap)  # a real, larger file
 SAMPLE_FILES["padded.js"] = "\n \n\t\n" + SAMPLE_FILES["sample.js"]  # the root node starts after the blanks
@@ -96,20 +88,12 @@ def test_node_spans_are_str_offsets(name):
 def test_identifier_at_non_ascii():
     text = "naïve_total = 1\nprint(naïve_total)\n"
     end = text.index(" =")
-    assert identifier_at(text, "python", 3) == (0, end)          # under the cursor
-    assert identifier_at(text, "python", end) == (0, end)        # just after it
-    assert identifier_at(text, "python", end + 1) is None         # on the space before `=`
+    assert identifier_at(Code(text, "python"), 3) == (0, end)          # under the cursor
+    assert identifier_at(Code(text, "python"), end) == (0, end)        # just after it
+    assert identifier_at(Code(text, "python"), end + 1) is None         # on the space before `=`
     use = text.rindex("naïve_total")
-    assert identifier_at(text, "python", use + 4) == (use, use + len("naïve_total"))
-    assert identifier_at(text, None, 3) is None
-
-
-def test_enclosing_line_span():
-    text = "ab\ncdé\n\nx"
-    assert enclosing_line_span(text, 4) == (3, 6)
-    assert enclosing_line_span(text, 6) == (3, 6)   # at the newline: still that line
-    assert enclosing_line_span(text, 7) == (7, 7)   # the blank line
-    assert enclosing_line_span(text, 99) == (8, 9)
+    assert identifier_at(Code(text, "python"), use + 4) == (use, use + len("naïve_total"))
+    assert identifier_at(Code(text, None), 3) is None
 
 
 # -- rewrite_span ------------------------------------------------------------------------
@@ -123,13 +107,13 @@ def test_rewrite_span_covers_selection_and_never_cuts_a_token(data):
     language = language_for(name)
     start = data.draw(st.integers(0, len(text)))
     end = data.draw(st.integers(start, min(len(text), start + data.draw(st.sampled_from([5, 40, 400])))))
-    a, b = rewrite_span(text, language, start, end)
+    a, b = rewrite_span(Code(text, language), start, end)
     assert 0 <= a <= start <= end <= b <= len(text)
     for lo, hi in TOKENS[name]:
         assert not lo < a < hi, f"span starts inside token {text[lo:hi]!r}"
         assert not lo < b < hi, f"span ends inside token {text[lo:hi]!r}"
     if start < end:
-        assert rewrite_span(text, language, a, b) == (a, b)  # already whole nodes: a fixed point
+        assert rewrite_span(Code(text, language), a, b) == (a, b)  # already whole nodes: a fixed point
 
 
 PY = '''def f(a, b):
@@ -150,40 +134,40 @@ PY = '''def f(a, b):
 ])
 def test_rewrite_span_examples(selection, expected):
     start = PY.index(selection)
-    a, b = rewrite_span(PY, "python", start, start + len(selection))
+    a, b = rewrite_span(Code(PY, "python"), start, start + len(selection))
     assert PY[a:b] == expected
 
 
 def test_rewrite_span_whole_line_selection_keeps_the_selection():
     start = PY.index("    x =")
     end = PY.index("    return")
-    a, b = rewrite_span(PY, "python", start, end)
+    a, b = rewrite_span(Code(PY, "python"), start, end)
     assert (a, b) == (start, end)
 
 
 def test_rewrite_span_braces_and_cursor():
     js = "function f() {\n  const a = 1;\n  g(a);\n  return a;\n}\n"
     start = js.index("1;")
-    a, b = rewrite_span(js, "javascript", start, js.index("(a)"))
+    a, b = rewrite_span(Code(js, "javascript"), start, js.index("(a)"))
     assert js[a:b] == "const a = 1;\n  g(a);"
     # An empty selection stands for the statement under the cursor.
-    a, b = rewrite_span(js, "javascript", js.index("(a)"), js.index("(a)"))
+    a, b = rewrite_span(Code(js, "javascript"), js.index("(a)"), js.index("(a)"))
     assert js[a:b] == "g(a);"
     go = "package p\n\nfunc f() {\n\tx := 1\n\ty := x\n}\n"
-    a, b = rewrite_span(go, "go", go.index("1"), go.index(":= x"))
+    a, b = rewrite_span(Code(go, "go"), go.index("1"), go.index(":= x"))
     assert go[a:b] == "x := 1\n\ty := x"
 
 
 def test_rewrite_span_after_leading_blank_lines():
     text = "\n\n    \nx = compute(a, b)\n"
     start = text.index("a,")
-    a, b = rewrite_span(text, "python", start, start + 4)
+    a, b = rewrite_span(Code(text, "python"), start, start + 4)
     assert text[a:b] == "a, b"
 
 
 def test_rewrite_span_unknown_language_widens_to_lines():
     text = "alpha beta\ngamma delta\nepsilon\n"
-    a, b = rewrite_span(text, None, text.index("beta"), text.index("delta"))
+    a, b = rewrite_span(Code(text, None), text.index("beta"), text.index("delta"))
     assert text[a:b] == "alpha beta\ngamma delta"
 
 
@@ -191,7 +175,7 @@ def test_rewrite_span_unknown_language_widens_to_lines():
 
 
 def body(text: str, language: str, at: str) -> str | None:
-    span = body_span(text, language, text.index(at))
+    span = body_span(Code(text, language), text.index(at))
     return None if span is None else text[span[0]:span[1]]
 
 
@@ -219,13 +203,13 @@ def real(x):
     assert body(src, "python", "def n") == "..."                   # the docstring stays
     assert body(src, "python", "def t") == "# TODO: write it\n    return None"
     assert body(src, "python", "return x") == "return x + 1"          # not a placeholder: still its body
-    span = body_span(src, "python", src.index("def o"))
+    span = body_span(Code(src, "python"), src.index("def o"))
     assert span[0] == span[1] == src.index('"""Only a docstring."""') + len('"""Only a docstring."""')
     # Cursor just after `pass` is still in that method.
     after_pass = src.index("pass") + len("pass")
-    assert body_span(src, "python", after_pass) == (src.index("pass"), after_pass)
-    assert body_span("x = 1\n", "python", 2) is None
-    assert body_span(src, None, 3) is None
+    assert body_span(Code(src, "python"), after_pass) == (src.index("pass"), after_pass)
+    assert body_span(Code("x = 1\n", "python"), 2) is None
+    assert body_span(Code(src, None), 3) is None
 
 
 def test_body_span_brace_languages():
@@ -273,7 +257,7 @@ print(x, [x for x in range(3)])
 
 
 def occ(text: str, language: str, name: str, nth: int) -> list[tuple[int, int]]:
-    return occurrences(text, language, words(text, name)[nth])
+    return occurrences(Code(text, language), words(text, name)[nth])
 
 
 def test_occurrences_parameter_shadows_module_name_and_skips_strings_attributes_keywords():
@@ -301,11 +285,11 @@ def test_occurrences_module_name_used_in_functions_and_methods():
 
 def test_occurrences_attribute_and_non_identifier():
     attr = [PY_SCOPES.index("self.x") + 5, PY_SCOPES.rindex("self.x") + 5]
-    assert occurrences(PY_SCOPES, "python", attr[0]) == [(a, a + 1) for a in attr]
-    assert occurrences(PY_SCOPES, "python", PY_SCOPES.index("obj.x") + 4) == []  # not self: left alone
-    assert occurrences(PY_SCOPES, "python", PY_SCOPES.index('"x"') + 1) == []    # inside a string
-    assert occurrences(PY_SCOPES, "python", PY_SCOPES.index("# x") + 2) == []    # inside a comment
-    assert occurrences(PY_SCOPES, None, 0) == []
+    assert occurrences(Code(PY_SCOPES, "python"), attr[0]) == [(a, a + 1) for a in attr]
+    assert occurrences(Code(PY_SCOPES, "python"), PY_SCOPES.index("obj.x") + 4) == []  # not self: left alone
+    assert occurrences(Code(PY_SCOPES, "python"), PY_SCOPES.index('"x"') + 1) == []    # inside a string
+    assert occurrences(Code(PY_SCOPES, "python"), PY_SCOPES.index("# x") + 2) == []    # inside a comment
+    assert occurrences(Code(PY_SCOPES, None), 0) == []
 
 
 def test_occurrences_python_nonlocal_and_comprehension_walrus():
@@ -348,8 +332,8 @@ def test_occurrences_are_sorted_same_name_and_contain_the_cursor(name):
     text = SAMPLE_FILES[name]
     language = language_for(name)
     for start, end in TOKENS[name][::7]:
-        ident = identifier_at(text, language, start)
-        found = occurrences(text, language, start)
+        ident = identifier_at(Code(text, language), start)
+        found = occurrences(Code(text, language), start)
         if not found:
             continue
         assert found == sorted(set(found))
@@ -402,10 +386,10 @@ def test_syntax_document_without_language_and_bad_ranges():
 def test_syntax_ok_detects_a_broken_edit():
     old = SAMPLE_FILES["sample.py"]
     at = old.index("subtotal = sum")
-    start, end = rewrite_span(old, "python", at, at + len("subtotal = sum"))
+    start, end = rewrite_span(Code(old, "python"), at, at + len("subtotal = sum"))
     assert old[start:end] == "subtotal = sum(i.price for i in items)"
-    assert syntax_ok(old, old[:start] + "subtotal = sum(i.price * 2 for i in items)" + old[end:], "python")
-    assert not syntax_ok(old, old[:start] + "subtotal = sum(i.price for i in" + old[end:], "python")
+    assert syntax_ok(Code(old, "python"), old[:start] + "subtotal = sum(i.price * 2 for i in items)" + old[end:])
+    assert not syntax_ok(Code(old, "python"), old[:start] + "subtotal = sum(i.price for i in" + old[end:])
     rs = SAMPLE_FILES["sample.rs"]
-    assert not syntax_ok(rs, rs.replace("added += 1;", "added += ;", 1), "rust")
-    assert syntax_ok("x = (", "x = ((", None)
+    assert not syntax_ok(Code(rs, "rust"), rs.replace("added += 1;", "added += ;", 1))
+    assert syntax_ok(Code("x = (", None), "x = ((")

@@ -7,15 +7,14 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, make_test_lsp_client
 
 from lsp_server.documents import Document
+from tests import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
 SERVER_COMMAND = [sys.executable, "-m", "lsp_server"]
 
 
@@ -58,7 +57,7 @@ print(count)
 
 def server_env(model: str | None = "tiny-random") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "DIFFILL_MODEL"}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     if model is not None:
         env["DIFFILL_MODEL"] = model
     return env

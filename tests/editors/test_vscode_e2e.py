@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from lsp_server.settings import Features, Settings
+from tests import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 EXTENSION = REPO / "editors" / "vscode"
 MANIFEST = json.loads((EXTENSION / "package.json").read_text())
 PROPERTIES: dict[str, dict[str, Any]] = MANIFEST["contributes"]["configuration"]["properties"]

@@ -1,6 +1,6 @@
 """The Neovim plugin (editors/nvim) in a real headless Neovim, talking to the real diffill server.
 
-Each test runs one Lua scenario from tests/nvim/ (driven by tests/nvim/harness.lua), which records what
+Each test runs one Lua scenario from tests/editors/nvim/ (driven by tests/editors/nvim/harness.lua), which records what
 Neovim showed and held in its buffers as JSON; the assertions are here. Every Neovim found is tested:
 `nvim` on PATH (Debian's 0.7.2 in CI: the plugin's own ghost text and vim.lsp.start_client), Neovim 0.11
 from editors/.cache (editors/ci-setup.sh installs it: vim.lsp.config / vim.lsp.enable), and any listed
@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SCENARIOS = REPO / "tests" / "nvim"
+from tests import REPO
+
+SCENARIOS = REPO / "tests" / "editors" / "nvim"
 PLUGIN = REPO / "editors" / "nvim"
 
 # A Python file with a hole at the end of line 2 (after `total = `).
@@ -335,3 +336,12 @@ def test_suggest_name_renames_only_the_scope_or_says_why_not(nvim: str, tmp_path
     else:
         assert after == before
         assert any("no better name" in n["message"] for n in r["notifications"]), r["notifications"]
+
+
+def test_plugin_debounce_default_is_the_servers() -> None:
+    """The plugin debounces itself, so it restates the server's debounceMs default; this keeps the two equal."""
+    from lsp_server.settings import Settings
+
+    config = (PLUGIN / "lua" / "diffill" / "config.lua").read_text()
+    match = re.search(r"^M\.default_debounce_ms = (\d+)$", config, re.M)
+    assert match and int(match.group(1)) == Settings().debounce_ms

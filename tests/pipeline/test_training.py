@@ -25,7 +25,7 @@ from infill_engine.pipeline.windows import WindowSampler
 from infill_engine.request import InfillRequest
 from infill_engine.tokenizer import CodeTokenizer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Meta(dict):

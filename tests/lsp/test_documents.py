@@ -10,7 +10,8 @@ from lsprotocol import types
 from infill_engine.syntax.parse import error_nodes, parse_text
 from lsp_server.documents import MAX_FEATURE_CHARS, Document, DocumentStore, PositionOutOfRange, StaleVersion, UnknownDocument
 from lsp_server.settings import Settings, merge_settings, settings_section
-from lsp_server.suggestion_cache import WINDOW, Entry, SuggestionCache
+from lsp_server.features.inline import Suggestion
+from lsp_server.suggestion_cache import WINDOW, SuggestionCache
 
 UTF16 = types.PositionEncodingKind.Utf16
 UTF8 = types.PositionEncodingKind.Utf8
@@ -92,10 +93,10 @@ def test_incremental_changes_keep_text_and_tree_in_step():
     change(d, 2, 0, 2, 0, "\ny = f(😀)\n")
     change(d, 3, 6, 3, 8, "2")  # replaces the emoji (2 UTF-16 units)
     assert d.text == "def f(x):\n    return x + 1\n\ny = f(2)\n"
-    assert d.syntax.text == d.text
-    assert d.syntax.error_count() == 0
+    assert d.code.text == d.text
+    assert d.code.error_count() == 0
     change(d, 0, 7, 0, 9, "")  # "def f(x" : now broken
-    assert d.syntax.error_count() == error_nodes(parse_text(d.text, "python").root) > 0
+    assert d.code.error_count() == error_nodes(parse_text(d.text, "python").root) > 0
 
 
 def test_random_incremental_edits_match_a_fresh_parse():
@@ -110,8 +111,8 @@ def test_random_incremental_edits_match_a_fresh_parse():
         rng_ = d.range_of(a, b)
         d.apply_change(types.TextDocumentContentChangePartial(range=rng_, text=new))
         assert d.text == expected
-        assert d.syntax.text == d.text
-    assert d.syntax.error_count() == error_nodes(parse_text(d.text, "python").root)
+        assert d.code.text == d.text
+    assert d.code.error_count() == error_nodes(parse_text(d.text, "python").root)
 
 
 def test_whole_document_change_and_clamped_ranges():
@@ -144,7 +145,7 @@ def test_unsupported_documents_say_why():
     assert "too large" in doc("x" * (MAX_FEATURE_CHARS + 1)).unsupported_reason()
     plain = doc("hello", language_id="plaintext", uri="file:///notes.txt")
     assert "no grammar" in plain.unsupported_reason()
-    assert plain.syntax is None
+    assert plain.code.parsed is None
     # the extension decides when the languageId is unknown
     assert doc("x = 1", language_id="", uri="file:///m.py").language == "python"
     assert doc("let x = 1;", language_id="typescriptreact", uri="file:///c.tsx").language == "tsx"
@@ -153,10 +154,10 @@ def test_unsupported_documents_say_why():
 def test_large_document_still_syncs_without_a_tree():
     big = "x = 1\n" * (MAX_FEATURE_CHARS // 6 + 10)
     d = doc(big)
-    assert d.syntax is None
+    assert d.code.parsed is None
     change(d, 3, 4, 3, 5, "2")
     assert d.text.splitlines()[3] == "x = 2"  # no tree, but sync stays right
-    assert d.syntax is None
+    assert d.code.parsed is None
 
 
 # -- settings ----------------------------------------------------------------------------
@@ -213,11 +214,11 @@ def test_cache_serves_the_rest_while_the_user_types_it():
     cache = SuggestionCache()
     text = "def f(x):\n    return x\n\nprint(f(2))\n"
     cursor = text.index("print(") + len("pr")
-    cache.put("u", text, cursor, [Entry("int(f(2))", 0)])
-    assert cache.get("u", text, cursor).entries == (Entry("int(f(2))", 0),)
+    cache.put("u", text, cursor, [Suggestion(cursor, cursor, "int(f(2))")])
+    assert cache.get("u", text, cursor) == [Suggestion(cursor, cursor, "int(f(2))")]
     typed = text[:cursor] + "in" + text[cursor:]
     hit = cache.get("u", typed, cursor + 2)
-    assert hit.entries == (Entry("t(f(2))", 0),) and hit.typed == 2
+    assert hit == [Suggestion(cursor + 2, cursor + 2, "t(f(2))")]  # the 2 typed characters cut off
     # typing something else misses
     other = text[:cursor] + "ox" + text[cursor:]
     assert cache.get("u", other, cursor + 2) is None
@@ -231,19 +232,19 @@ def test_cache_near_top_requires_whole_prefix_and_far_edits_do_not_matter():
     cache = SuggestionCache()
     text = "x = 1\ny = \n"
     cursor = text.index("y = ") + 4
-    cache.put("u", text, cursor, [Entry("2", 0)])
+    cache.put("u", text, cursor, [Suggestion(cursor, cursor, "2")])
     assert cache.get("u", "z" + text, cursor + 1) is None  # prefix differs at the top of the file
     long_text = "#" * (WINDOW * 2) + "\n" + text
     c2 = long_text.index("y = ") + 4
-    cache.put("u", long_text, c2, [Entry("2", 0)])
+    cache.put("u", long_text, c2, [Suggestion(c2, c2, "2")])
     edited = "!" + long_text  # an edit far above the window
-    assert cache.get("u", edited, c2 + 1).entries == (Entry("2", 0),)
+    assert cache.get("u", edited, c2 + 1) == [Suggestion(c2 + 1, c2 + 1, "2")]
 
 
 def test_cache_is_bounded():
     cache = SuggestionCache(capacity=3)
     for i in range(10):
-        cache.put("u", f"text {i}", 5, [Entry("x", 0)])
+        cache.put("u", f"text {i}", 5, [Suggestion(5, 5, "x")])
     assert len(cache) == 3
     cache.clear("u")
     assert len(cache) == 0
