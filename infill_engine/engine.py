@@ -50,9 +50,9 @@ class Engine:
 
     @classmethod
     def load(cls, model: str | None = None, device: str = "cpu", trust_remote_code: bool = False,
-             allow_network: bool = False, approximate_cache: bool = False) -> "Engine":
+             allow_network: bool = False, approximate_cache: bool = False, precision: str = "auto") -> "Engine":
         """The engine over `backends.load_backend(...)` (see there for what `model` may be)."""
-        return cls(load_backend(model, device, trust_remote_code, allow_network, approximate_cache))
+        return cls(load_backend(model, device, trust_remote_code, allow_network, approximate_cache, precision))
 
     @classmethod
     def tiny_random(cls, seed: int = 0) -> "Engine":
@@ -176,11 +176,17 @@ class Engine:
             ids[:, hole] = x.repeat(1, k)
             logits = be.hole_logits(state, ids).float()
             forwards += 1
-            logp = torch.log_softmax(logits, -1).view(B, k, n, -1).mean(1)  # tied holes vote together
+            # Bans go in before the softmax, so confidences and entropies are those of the
+            # distribution actually sampled (after it, a banned favourite would leave every
+            # allowed token looking unsure).  Tied holes vote together: the mean of their
+            # log-probabilities, normalised again.
+            logits[..., banned] = -math.inf
+            logp = torch.log_softmax(logits, -1).view(B, k, n, -1).mean(1).log_softmax(-1)
             if pad_trails and forwards == 1:
                 x, conf, masked = _settle_length(logp, x, conf, masked, be.pad_id)
                 banned.append(be.pad_id)  # the rest of the hole is text
-            logp[..., banned] = -math.inf
+                logp[..., be.pad_id] = -math.inf
+                logp = logp.log_softmax(-1)
             tokens, p = sampler.propose(logp, settings, generator, greedy_rows)
             count = sampler.commit_count(masked, p, settings, forwards - 1)
             commit = sampler.commit_most_certain(sampler.certainty(logp, p, settings.strategy), masked, count)

@@ -20,20 +20,22 @@ from .bundled import WEIGHTS_DIR, BundledBackend
 
 
 def load_backend(model: str | None = None, device: str = "cpu", trust_remote_code: bool = False,
-                 allow_network: bool = False, approximate_cache: bool = False) -> Backend:
+                 allow_network: bool = False, approximate_cache: bool = False, precision: str = "auto") -> Backend:
     """None: the bundled model (random weights, said so, when they are not shipped).  A
     directory of diffill's format, or a Dream/LLaDA checkpoint (local directory, or a hub
     id when allow_network).  approximate_cache: Fast-dLLM-style reuse of a full-attention
-    checkpoint's context keys/values (faster, not exact)."""
+    checkpoint's context keys/values (faster, not exact).  precision: 'auto' (bf16 where the
+    hardware has it, see precision.py), 'fp32' or 'bf16', for diffill's own models."""
     if model is None:
         if (WEIGHTS_DIR / "model.safetensors").exists():
-            return BundledBackend.from_directory(WEIGHTS_DIR, device, name="diffill-small (bundled)")
+            return BundledBackend.from_directory(WEIGHTS_DIR, device, name="diffill-small (bundled)",
+                                                 precision=precision)
         cfg = ModelConfig.from_json(WEIGHTS_DIR / "config.json")
         tok = CodeTokenizer.load(WEIGHTS_DIR / "tokenizer.json")
         return BundledBackend.random(cfg, tok, device=device, name="diffill-small")
     path = Path(model).expanduser()
     if (path / "config.json").exists() and (path / "tokenizer.json").exists() and _is_diffill_config(path):
-        return BundledBackend.from_directory(path, device)
+        return BundledBackend.from_directory(path, device, precision=precision)
     from .checkpoint import load_hf_backend  # transformers: imported only for real checkpoints
 
     return load_hf_backend(model, device=device, trust_remote_code=trust_remote_code,

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..model import ContextCache, ModelConfig, Transformer
+from ..precision import resolve_dtype
 from ..tokenizer import CodeTokenizer
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -34,10 +35,15 @@ class BundledBackend:
         self._cache_entries = cache_entries
 
     @classmethod
-    def from_directory(cls, directory: str | Path, device: str = "cpu", name: str | None = None) -> "BundledBackend":
+    def from_directory(cls, directory: str | Path, device: str = "cpu", name: str | None = None,
+                       precision: str = "auto") -> "BundledBackend":
         directory = Path(directory)
-        model = Transformer.load(directory, device)
+        model = Transformer.load(directory, device).to(resolve_dtype(precision, device))
         return cls(model, CodeTokenizer.load(directory / "tokenizer.json"), name or directory.name)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
 
     @classmethod
     def random(cls, cfg: ModelConfig, tokenizer: CodeTokenizer, seed: int = 0, device: str = "cpu",
@@ -66,4 +72,5 @@ class BundledBackend:
     @torch.no_grad()
     def hole_logits(self, state, ids: torch.Tensor) -> torch.Tensor:
         cache, hole_positions, hole = state
-        return self.model.forward_hole(ids[:, hole], hole_positions, cache)
+        # The sampler's softmax, entropies and scores run in fp32 whatever the weights are.
+        return self.model.forward_hole(ids[:, hole], hole_positions, cache).float()

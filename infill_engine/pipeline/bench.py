@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from contextlib import nullcontext
 from itertools import accumulate
 from pathlib import Path
 
 import torch
 
 from ..backends.bundled import BundledBackend
+from ..precision import PRECISIONS
 from ..request import InfillRequest, SamplerSettings
 
 SAMPLERS = {
@@ -96,6 +98,72 @@ def bench_samplers(engine, holes, length: str) -> dict:
     return out
 
 
+def bench_precision(model: str | None, device: str, holes, context_tokens: int, repeats: int) -> dict:
+    """fp32 against bf16 on the same weights, interleaved: prefill and hole-step ms, and how many
+    holes get the same greedy completion from both."""
+    from ..engine import Engine
+    from ..precision import cpu_has_native_bf16, resolve_dtype
+
+    engines = {name: Engine.load(model, device, precision=name) for name in ("fp32", "bf16")}
+    timing = {name: bench_cache(e, context_tokens, 32, repeats) for name, e in engines.items()}
+    same = 0
+    for prefix, middle, suffix in holes:
+        req = InfillRequest(prefix, suffix, length=engines["fp32"].count_tokens(middle))
+        same += engines["fp32"].infill(req).text == engines["bf16"].infill(req).text
+    return {"timing": timing, "same": same, "holes": len(holes), "native_bf16": cpu_has_native_bf16(),
+            "auto": "bf16" if resolve_dtype("auto", device) == torch.bfloat16 else "fp32"}
+
+
+def _print_precision(p: dict) -> None:
+    f, b = p["timing"]["fp32"], p["timing"]["bf16"]
+    if "skipped" in f:
+        print(f"precision: {f['skipped']}")
+        return
+    print(f"precision (same weights, {f['context']} context tokens): "
+          f"prefill fp32 {f['prefill_ms']:.1f} ms / bf16 {b['prefill_ms']:.1f} ms "
+          f"-> bf16 {f['prefill_ms'] / b['prefill_ms']:.2f}x; "
+          f"hole step fp32 {f['cached_step_ms']:.1f} / bf16 {b['cached_step_ms']:.1f} ms "
+          f"-> {f['cached_step_ms'] / b['cached_step_ms']:.2f}x")
+    print(f"  same greedy completion on {p['same']}/{p['holes']} holes; native bf16 on this CPU: "
+          f"{'yes' if p['native_bf16'] else 'no'}; 'auto' runs {p['auto']}")
+
+
+def bench_training(dim: int, layers: int, heads: int, batch: int, seq_len: int, repeats: int) -> dict:
+    """Training tokens/s of one shape, four ways side by side (interleaved): fp32 or bf16
+    autocast, and the hole rule as a boolean attention mask (the old layout) or as two
+    mask-free attention calls over [context | hole] (`hidden_split`).  Half of each sequence
+    is hole; the content does not matter for speed, so the ids are random."""
+    from ..model import ModelConfig, Transformer
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=8192, dim=dim, n_layers=layers, n_heads=heads,
+                      ffn_hidden=64 * round(8 * dim / 3 / 64), max_seq_len=max(1024, seq_len))
+    model = Transformer(cfg)
+    ids = torch.randint(3, cfg.vocab_size, (batch, seq_len))
+    n_context = seq_len // 2
+    hole = torch.zeros(batch, seq_len, dtype=torch.bool)
+    hole[:, n_context:] = True
+    positions = torch.arange(seq_len).expand(batch, -1)
+
+    def step(layout: str, dtype: str) -> None:
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
+        with ctx:
+            h = (model.hidden(ids, hole) if layout == "masked" else model.hidden_split(ids, positions, n_context))
+            loss = model.logits(h[hole]).float().logsumexp(-1).mean()
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    ways = [(layout, dtype) for dtype in ("fp32", "bf16") for layout in ("masked", "split")]
+    for way in ways:
+        step(*way)  # warm-up
+    times = {way: [] for way in ways}
+    for _ in range(repeats):
+        for way in ways:
+            times[way].append(_median_ms(lambda: step(*way), 1))
+    return {f"{dtype} {layout}": batch * seq_len / (statistics.median(t) / 1000)
+            for (layout, dtype), t in times.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="diffill bench", description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None)
@@ -105,11 +173,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--holes", type=int, default=12, help="holes for the sampler comparison")
     ap.add_argument("--length", choices=["oracle", "auto"], default="oracle")
+    ap.add_argument("--precision", choices=PRECISIONS, default="auto",
+                    help="for the cache and sampler figures; fp32 and bf16 are always compared side by side")
+    ap.add_argument("--train", action="store_true",
+                    help="training speed instead: fp32/bf16 x masked/split attention, side by side")
+    ap.add_argument("--shape", default="192,6,3,16,384", help="--train: dim,layers,heads,batch,seq_len")
     args = ap.parse_args(argv)
+    if args.train:
+        dim, layers, heads, batch, seq_len = map(int, args.shape.split(","))
+        r = bench_training(dim, layers, heads, batch, seq_len, max(1, args.repeats // 5))
+        base = r["fp32 masked"]
+        print(f"training tokens/s, d{dim}x{layers} h{heads}, batch {batch} x {seq_len}, "
+              f"threads {torch.get_num_threads()} (medians, interleaved):")
+        for name, rate in r.items():
+            print(f"  {name:<12}{rate:>10.0f} tokens/s   {rate / base:.2f}x")
+        return 0
     from ..engine import Engine
 
-    engine = Engine.load(args.model, args.device)
-    print(f"model: {engine.name}  threads: {torch.get_num_threads()}")
+    engine = Engine.load(args.model, args.device, precision=args.precision)
+    dtype = getattr(engine.backend, "dtype", None)
+    print(f"model: {engine.name}  threads: {torch.get_num_threads()}  dtype: {dtype}")
     c = bench_cache(engine, args.context, args.hole, args.repeats)
     if "skipped" in c:
         print(f"context cache: {c['skipped']}")
@@ -118,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
               f"interleaved): cached step {c['cached_step_ms']:.1f} ms, full forward {c['full_step_ms']:.1f} ms "
               f"-> {c['speedup']:.1f}x; one-off prefill {c['prefill_ms']:.1f} ms")
     holes = holes_from_source(args.holes)
+    if isinstance(engine.backend, BundledBackend):
+        _print_precision(bench_precision(args.model, args.device, holes, args.context, args.repeats))
     print(f"samplers on {len(holes)} holes from diffill's own source ({args.length} length):")
     results = bench_samplers(engine, holes, args.length)
     base = results["confidence (1/step)"]

@@ -41,6 +41,7 @@ from typing import Literal, Protocol, Sequence
 from tqdm import tqdm
 
 from infill_engine.pipeline.sandbox import ExecOutcome, build_program, run_program
+from infill_engine.precision import PRECISIONS
 from infill_engine.request import InfillError, InfillRequest, InfillResult, SamplerSettings
 
 LengthMode = Literal["auto", "oracle"]
@@ -350,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", default=None, help="write the JSON report here")
     ap.add_argument("--model", default=None, help="model directory or checkpoint (default: the bundled model)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", choices=PRECISIONS, default="auto", help="for diffill's own models")
     ap.add_argument("--trust-remote-code", action="store_true",
                     help="allow a checkpoint's own Python code to run (only for checkpoints you trust)")
     ap.add_argument("--strategy", choices=("confidence", "entropy", "margin", "threshold", "fixed"),
@@ -380,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
                                   temperature=args.temperature)  # fmt: skip
         from infill_engine.engine import Engine  # torch import deferred: bad arguments fail fast
 
-        engine = Engine.load(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+        engine = Engine.load(args.model, device=args.device, trust_remote_code=args.trust_remote_code,
+                             precision=args.precision)
         if getattr(engine, "is_random", False):
             print(f"warning: {engine.name} has random (untrained) weights; its score means nothing", file=sys.stderr)
         if data is None:

@@ -34,6 +34,8 @@ PLAIN_FRACTION = 0.45  # batches that are one whole-window hole
 HOLE_FRACTION = (0.2, 0.8)  # hole slots / seq_len in hole batches, drawn per batch
 MIDLINE_START = 0.25  # holes that start at a token inside their first line (inline completion)
 MAX_HOLE_LINES = 16
+TEXT_SHARE = (0.5, 1.0)  # of a hole batch's slots that hole text aims to fill; <pad> the rest
+PAD_CONCENTRATION = 0.5  # Dirichlet: the pads fall unevenly, some holes get none, some many
 
 
 @dataclass
@@ -97,7 +99,7 @@ class WindowSampler:
         window = self._window(n_context + n_hole)
         lines = self._lines(window)
         mean_run = self.rng.choice((1, 1, 2, 4))  # lines per hole: mostly single lines
-        want = n_hole * self.rng.uniform(0.8, 1.0)  # the rest of the hole slots are <pad>
+        want = n_hole * self.rng.uniform(*TEXT_SHARE)  # the rest of the hole slots are <pad>
         share = want / (n_context + want)  # of the lines that should be hole text
         p_start = min(0.9, share / ((1 - share) * mean_run))  # a context line is followed by a hole
         ctx, holes, n_ctx, n_text, i = [], [], 0, 0, 0
@@ -132,7 +134,10 @@ class WindowSampler:
     def _layout(self, window, ctx, holes, n_text, n_hole):
         """Logical sequence: context ranges with each hole (text, then its pads) in its place."""
         pads = n_hole - n_text
-        share = self.np_rng.multinomial(pads, np.ones(len(holes)) / len(holes)) if holes else []
+        # Uneven on purpose: at inference an auto-length hole opens 32 or 128 slots for a line
+        # of ~10 tokens, so the model must see holes that are mostly <pad> as well as full ones.
+        weights = self.np_rng.dirichlet(np.full(len(holes), PAD_CONCENTRATION)) if holes else []
+        share = self.np_rng.multinomial(pads, weights) if holes else []
         ctx_ids, ctx_pos, hole_ids, hole_pos = [], [], [], []
         pos = 0
         after = {h[2]: k for k, h in enumerate(holes)}  # hole k sits before ctx range h[2]

@@ -76,3 +76,11 @@ def test_bench_prints_ratios_side_by_side():
     assert r.returncode == 0, r.stderr
     assert "cached step" in r.stdout and "x;" in r.stdout
     assert "threshold 0.9" in r.stdout and "forwards/token" in r.stdout
+    assert "prefill fp32" in r.stdout and "same greedy completion on" in r.stdout  # precisions side by side
+
+
+def test_bench_train_prints_the_four_ways_side_by_side():
+    r = diffill("bench", "--train", "--shape", "32,1,2,2,32", "--repeats", "5", timeout=300)
+    assert r.returncode == 0, r.stderr
+    for way in ("fp32 masked", "fp32 split", "bf16 masked", "bf16 split"):
+        assert way in r.stdout

@@ -154,6 +154,25 @@ def test_threshold_commits_all_confident_slots_at_once():
     assert r.forwards == 1 + 3
 
 
+class BannedFavouriteBackend(ScriptedBackend):
+    """Every slot's favourite is a banned token (<doc>, 0.9); the allowed answer has 0.095."""
+
+    def hole_logits(self, hole, ids):
+        logits = super().hole_logits(hole, ids)
+        logits[:, :, TOK.doc_id] = math.log(0.9)
+        logits[:, :, self.answer[0]] = math.log(0.095)
+        return logits
+
+
+def test_banned_tokens_are_removed_before_the_softmax():
+    """Renormalised without the banned favourite, the answer is ~95 % likely, so the threshold
+    rule commits every slot in one forward; banning after the softmax left it at 9.5 %."""
+    engine = Engine(BannedFavouriteBackend([TOK.encode(" value")[0]] * 6, [0.99] * 6))
+    r = engine.infill(InfillRequest("a", "b", length=6, sampler=SamplerSettings(strategy="threshold", threshold=0.9)))
+    assert r.forwards == 1 and r.text == " value" * 6
+    assert min(r.candidates[0].token_confidences) > 0.9
+
+
 def test_padding_is_dropped_and_trails():
     word = TOK.encode(" value")[0]
     answer = [word, word, TOK.pad_id, TOK.pad_id, TOK.pad_id, TOK.pad_id]
@@ -258,3 +277,19 @@ def test_bundled_engine_loads_and_labels_random_weights():
     assert engine.is_random == (not (WEIGHTS_DIR / "model.safetensors").exists())
     if engine.is_random:
         assert "RANDOM" in engine.name
+
+
+def test_precision_auto_follows_the_hardware_and_outputs_stay_text(monkeypatch):
+    import infill_engine.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert precision.resolve_dtype("auto", "cpu") == torch.float32
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.resolve_dtype("auto", "cpu") == torch.bfloat16
+    assert precision.resolve_dtype("fp32", "cpu") == torch.float32
+    with pytest.raises(ValueError, match="precision must be one of"):
+        precision.resolve_dtype("fp16", "cpu")
+    engine = Engine.load(None, precision="bf16")
+    assert engine.backend.dtype == torch.bfloat16
+    r = engine.infill(InfillRequest("def add(a, b):\n    return ", "\n", length=4))
+    assert r.forwards >= 1 and len(r.candidates[0].token_confidences) == 4

@@ -575,9 +575,6 @@ async def test_inline_completion_with_the_bundled_model():
         await close(lsp)
 
 
-@pytest.mark.xfail(strict=True, reason="diffill-small is under-trained (MODEL_CARD.md: single-line pass@1 0.002): "
-                                       "its best inline suggestion does not yet keep the file parsing. strict: "
-                                       "a better model makes this XPASS and fail, so the marker gets removed")
 @pytest.mark.asyncio(loop_scope="function")
 async def test_bundled_model_best_inline_suggestion_keeps_the_file_parsing():
     lsp = await config(model=None).start()
