@@ -416,6 +416,7 @@ def _report_lines(engine, args, sampler: SamplerSettings) -> int:
     print(f"model: {r['model']}   held-out lines: {r['lines']} (seed {r['seed']})")
     print(f"CE/token {r['ce_per_token']:.3f}   first-step top-1 {r['first_step_top1']:.1%}   "
           f"exact line {r['exact']:.1%} ({r['exact_count']}/{r['lines']})   tokens/forward {r['tokens_per_forward']}")
+    print(f"auto length: exact line {r['auto_exact']:.1%}   length off by {r['auto_length_error']} tokens on average")
     return 0
 
 

@@ -5,7 +5,9 @@ Each line is masked whole (indentation through the newline) at its true token le
 the model is scored three ways:
   ce        cross-entropy per token with every slot of the line masked (one forward);
   top1      the share of its tokens the model's first forward already gets right;
-  exact     the share of lines the engine's decoding (oracle length) reproduces exactly.
+  exact     the share of lines the engine's decoding (oracle length) reproduces exactly;
+  auto      the same with the length left to the model (AUTO_SLOTS slots, padding dropped), and
+            how far its length is from the line's (mean absolute difference in tokens).
 Context is cut to `BEFORE` tokens before and `AFTER` after the line, inside any model's window.
 """
 
@@ -24,6 +26,7 @@ from ..request import InfillRequest, SamplerSettings
 from .corpus import read_texts
 
 BEFORE, AFTER, MAX_LINE_TOKENS = 320, 128, 64
+AUTO_SLOTS = 32  # what `diffill eval --data single --length auto` opens
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ def evaluate_lines(engine, corpus: Path, n: int = 100, seed: int = 0,
     model, tok = engine.backend.model, engine.backend.tok
     items = sample_lines(corpus, n, seed)
     ce_sum = right = tokens = exact = scored = 0
-    forwards = committed = 0
+    forwards = committed = auto_exact = length_error = 0
     records = []
     t0 = time.perf_counter()
     for item in items:
@@ -89,10 +92,16 @@ def evaluate_lines(engine, corpus: Path, n: int = 100, seed: int = 0,
         exact += result.text == item.line
         forwards += result.forwards
         committed += scores[2]
-        records.append({"line": item.line, "got": result.text, "ce": round(scores[0] / scores[2], 3)})
+        auto = engine.infill(InfillRequest(prefix=item.prefix, suffix=item.suffix, max_length=AUTO_SLOTS,
+                                           sampler=sampler))
+        auto_exact += auto.text == item.line
+        length_error += abs(len(auto.candidates[0].token_confidences) - scores[2])
+        records.append({"line": item.line, "got": result.text, "auto": auto.text,
+                        "ce": round(scores[0] / scores[2], 3)})
     report = {"model": engine.name, "lines": scored, "seed": seed, "ce_per_token": round(ce_sum / max(tokens, 1), 4),
               "first_step_top1": round(right / max(tokens, 1), 4), "exact": round(exact / max(scored, 1), 4),
-              "exact_count": exact, "tokens_per_forward": round(committed / max(forwards, 1), 3),
+              "exact_count": exact, "auto_exact": round(auto_exact / max(scored, 1), 4),
+              "auto_length_error": round(length_error / max(scored, 1), 2), "tokens_per_forward": round(committed / max(forwards, 1), 3),
               "sampler": sampler.strategy, "wall_s": round(time.perf_counter() - t0, 1), "records": records}
     if out is not None:
         Path(out).write_text(json.dumps(report, indent=1) + "\n")

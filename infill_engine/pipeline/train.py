@@ -209,8 +209,10 @@ def model_config(args, vocab: int) -> ModelConfig:
     preset = PRESETS[args.preset]
     pick = {k: getattr(args, k) if getattr(args, k) is not None else getattr(preset, k)
             for k in ("dim", "layers", "heads", "seq_len")}
+    # max_seq_len is the trained window: the engine cuts context to it, so inference never shows
+    # the model a position it has not learned (and a shorter window is a faster prefill).
     return ModelConfig(vocab_size=vocab, dim=pick["dim"], n_layers=pick["layers"], n_heads=pick["heads"],
-                       ffn_hidden=64 * round(8 * pick["dim"] / 3 / 64), max_seq_len=max(1024, pick["seq_len"]))
+                       ffn_hidden=64 * round(8 * pick["dim"] / 3 / 64), max_seq_len=pick["seq_len"])
 
 
 def main(argv: list[str] | None = None) -> int:
