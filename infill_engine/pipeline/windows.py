@@ -34,8 +34,8 @@ PLAIN_FRACTION = 0.45  # batches that are one whole-window hole
 HOLE_FRACTION = (0.2, 0.8)  # hole slots / seq_len in hole batches, drawn per batch
 MIDLINE_START = 0.25  # holes that start at a token inside their first line (inline completion)
 MAX_HOLE_LINES = 16
-TEXT_SHARE = (0.5, 1.0)  # of a hole batch's slots that hole text aims to fill; <pad> the rest
-PAD_CONCENTRATION = 0.5  # Dirichlet: the pads fall unevenly, some holes get none, some many
+TEXT_SHARE = (0.3, 1.0)  # of a hole batch's slots that hole text aims to fill; <pad> the rest
+PAD_RATIO = 3.0  # a hole opens up to this many pads per text token (an auto hole: 32 slots, ~10 text)
 
 
 @dataclass
@@ -134,9 +134,11 @@ class WindowSampler:
     def _layout(self, window, ctx, holes, n_text, n_hole):
         """Logical sequence: context ranges with each hole (text, then its pads) in its place."""
         pads = n_hole - n_text
-        # Uneven on purpose: at inference an auto-length hole opens 32 or 128 slots for a line
-        # of ~10 tokens, so the model must see holes that are mostly <pad> as well as full ones.
-        weights = self.np_rng.dirichlet(np.full(len(holes), PAD_CONCENTRATION)) if holes else []
+        # Each hole draws its own canvas, as an auto-length hole at inference does (32 slots for a
+        # line of ~10 tokens): pads in proportion to a random multiple of its text, so the model
+        # learns where a line ends from the line, not from the size of the hole.
+        wants = np.array([self.rng.uniform(0, PAD_RATIO) * (e - s) for s, e, _ in holes])
+        weights = wants / wants.sum() if holes and wants.sum() > 0 else np.ones(len(holes)) / max(1, len(holes))
         share = self.np_rng.multinomial(pads, weights) if holes else []
         ctx_ids, ctx_pos, hole_ids, hole_pos = [], [], [], []
         pos = 0
