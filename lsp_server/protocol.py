@@ -87,10 +87,9 @@ def serve_stdio(protocol: "DiffillProtocol", stdin: BinaryIO, stdout: BinaryIO) 
     """Serve over stdin/stdout until `exit` or the end of stdin, then end the process."""
     protocol.set_writer(StdoutWriter(stdout))
     asyncio.run(_read_stdin(protocol, stdin))
-    protocol.end_process()
 
 
-async def _read_stdin(protocol: "DiffillProtocol", stdin: BinaryIO) -> None:
+async def _read_stdin(protocol: "DiffillProtocol", stdin: BinaryIO) -> NoReturn:
     loop = asyncio.get_running_loop()
     chunks: asyncio.Queue[bytes] = asyncio.Queue()
 
@@ -109,6 +108,9 @@ async def _read_stdin(protocol: "DiffillProtocol", stdin: BinaryIO) -> None:
     while data := await chunks.get():
         for body in frames.feed(data):
             protocol.handle_body(body)
+    # The client is gone: end here, inside the loop, so that no teardown (cancelled handlers
+    # writing answers, executors joined) runs after the stream has closed.
+    protocol.end_process()
 
 
 class DiffillProtocol(LanguageServerProtocol):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any, Callable, TypeVar
+from typing import Any, BinaryIO, Callable, NoReturn, TypeVar
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcContentModified
@@ -60,7 +60,7 @@ class DiffillServer(LanguageServer):
         self.state_message: str | None = None
         self._logged_reasons: set[str] = set()
 
-    def start_io(self, stdin, stdout) -> None:
+    def start_io(self, stdin: BinaryIO, stdout: BinaryIO) -> NoReturn:
         """Serve over stdio with diffill's loop (protocol.serve_stdio), which recovers from bad
         frames and ends the process promptly; pygls' own loop does neither."""
         serve_stdio(self.protocol, stdin, stdout)

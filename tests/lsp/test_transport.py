@@ -9,7 +9,10 @@ import subprocess
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from lsp_server.protocol import FrameReader
 from tests.lsp.harness import SERVER_COMMAND, RawServer, server_env
 
 
@@ -94,3 +97,17 @@ def test_a_message_that_is_not_a_request_object_gets_invalid_request(raw: RawSer
     assert answer["error"]["code"] == -32600 and answer["id"] in (None, 7)
     raw.send(status_request(2))
     assert "result" in raw.responses({2})[2]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 400), max_size=30))
+def test_frames_come_out_whole_however_the_bytes_are_split(cuts: list[int]):
+    bodies = [json.dumps(status_request(i)).encode() for i in range(5)] + [b'{"text": "\\r\\n\\u00e9"}']
+    stream = b"".join(RawServer.frame(b) for b in bodies[:3]) + b"Content-Type: x\r\n" + b"".join(
+        RawServer.frame(b) for b in bodies[3:])
+    reader, out, at = FrameReader(), [], 0
+    for cut in cuts:
+        out += reader.feed(stream[at : at + cut])
+        at += cut
+    out += reader.feed(stream[at:])
+    assert out == bodies
