@@ -181,7 +181,7 @@ class Document:
         self.lines.replace(self.text, start, end, len(change.text))  # work for the edit's lines only
         self._reason = None
         if self._syntax is not None and self.unsupported_reason() is None:
-            self._syntax.apply_change(start, end, change.text)  # incremental reparse
+            self._syntax.apply_change(start, end, change.text)  # no parse now: the tree follows on first use
         else:
             self._reparse()
 
