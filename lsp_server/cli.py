@@ -54,8 +54,8 @@ def serve(argv: list[str] | None = None) -> int:
     # stderr instead of corrupting the message stream.
     protocol_out = sys.stdout.buffer
     sys.stdout = sys.stderr
-    server.start_io(sys.stdin.buffer, protocol_out)
-    return 0
+    server.start_io(sys.stdin.buffer, protocol_out)  # ends the process itself: 0 after shutdown, else 1
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:

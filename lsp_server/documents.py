@@ -7,14 +7,15 @@ Conversion happens here and nowhere else.
 
 from __future__ import annotations
 
-import bisect
 import re
 from dataclasses import dataclass, field
 
 from lsprotocol import types
 
-from infill_engine.syntax.lines import line_span, line_starts
+from infill_engine.syntax.lines import line_span
 from infill_engine.syntax.parse import Code, SyntaxDocument, language_for
+
+from .line_index import LineIndex
 
 # Past this size a document keeps its text (so sync stays correct) but gets no syntax
 # tree and no model features: a 10 MB file is almost always generated or data, and a
@@ -82,11 +83,12 @@ class Document:
     encoding: str = types.PositionEncodingKind.Utf16
     language: str | None = None  # grammar name; None: no grammar (plain text, unknown language)
     _syntax: SyntaxDocument | None = field(default=None, repr=False)  # None while features are off for it
-    _line_starts: list[int] | None = field(default=None, repr=False)
+    lines: LineIndex = field(init=False, repr=False)  # where each line starts, kept in step with edits
     _reason: tuple[str | None] | None = field(default=None, repr=False)  # cached unsupported_reason()
 
     def __post_init__(self) -> None:
         self.language = language_name(self.language_id, self.uri)
+        self.lines = LineIndex(self.text)
         self._reparse()
 
     # -- what features may do with this document ---------------------------------------
@@ -121,15 +123,9 @@ class Document:
 
     # -- positions -----------------------------------------------------------------------
 
-    @property
-    def line_starts(self) -> list[int]:
-        if self._line_starts is None:
-            self._line_starts = line_starts(self.text)
-        return self._line_starts
-
     def line_bounds(self, line: int) -> tuple[int, int]:
         """Start and end (before the line break) of `line`."""
-        return line_span(self.text, self.line_starts[line])
+        return line_span(self.text, self.lines.start(line))
 
     def offset_at(self, position: types.Position, *, clamp: bool = False) -> int:
         """str offset of an LSP position.
@@ -142,10 +138,10 @@ class Document:
             if not clamp:
                 raise PositionOutOfRange(f"negative position {line}:{character}")
             line, character = max(line, 0), max(character, 0)
-        if line >= len(self.line_starts):
+        if line >= len(self.lines):
             if not clamp:
                 raise PositionOutOfRange(
-                    f"line {line} is past the end of {self.uri} ({len(self.line_starts)} lines)"
+                    f"line {line} is past the end of {self.uri} ({len(self.lines)} lines)"
                 )
             return len(self.text)
         start, end = self.line_bounds(line)
@@ -153,7 +149,7 @@ class Document:
 
     def position_at(self, offset: int) -> types.Position:
         offset = max(0, min(offset, len(self.text)))
-        line = bisect.bisect_right(self.line_starts, offset) - 1
+        line = self.lines.line_of(offset)
         start, end = self.line_bounds(line)
         offset = min(offset, end)  # an offset inside "\r\n" belongs to the line's end
         return types.Position(line=line, character=_units(self.text[start:offset], self.encoding))
@@ -175,17 +171,17 @@ class Document:
     def apply_change(self, change: types.TextDocumentContentChangeEvent) -> None:
         if isinstance(change, types.TextDocumentContentChangeWholeDocument) or getattr(change, "range", None) is None:
             self.text = change.text
-            self._line_starts = None
+            self.lines = LineIndex(self.text)
             self._reparse()
             return
         # A range past the end means the client and we disagree already; clamping keeps
         # the text a valid string and the next full sync (or reopen) repairs it.
         start, end = self.range_offsets(change.range, clamp=True)
         self.text = self.text[:start] + change.text + self.text[end:]
-        self._line_starts = None
+        self.lines.replace(self.text, start, end, len(change.text))  # work for the edit's lines only
         self._reason = None
         if self._syntax is not None and self.unsupported_reason() is None:
-            self._syntax.apply_change(start, end, change.text)  # incremental reparse
+            self._syntax.apply_change(start, end, change.text)  # no parse now: the tree follows on first use
         else:
             self._reparse()
 

@@ -73,8 +73,8 @@ class HintScheduler:
         version = doc.version
         line = doc.position_at(around).line if around is not None else 0
         first = max(0, line - HINT_WINDOW_LINES // 2)
-        last = min(len(doc.line_starts) - 1, first + HINT_WINDOW_LINES)
-        start, end = doc.line_starts[first], doc.line_bounds(last)[1]
+        last = min(len(doc.lines) - 1, first + HINT_WINDOW_LINES)
+        start, end = doc.lines.start(first), doc.line_bounds(last)[1]
         try:
             hints = await session.run_model(unlikely_hints, doc.text, start, end, cancel=threading.Event())
         except (InfillError, InfillCancelled, EngineUnavailable) as exc:

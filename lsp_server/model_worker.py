@@ -155,6 +155,3 @@ class ModelWorker:
         except asyncio.CancelledError:
             cancel.set()
             raise
-
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,13 +1,20 @@
-"""The transport: pygls' protocol, patched where diffill needs it to behave otherwise."""
+"""The transport: pygls' protocol, patched where diffill needs it to behave otherwise, and
+the stdio loop that feeds it (pygls' own loop cannot recover from a bad frame)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
-from typing import TYPE_CHECKING, Any
+import os
+import re
+import threading
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
-from pygls.protocol import LanguageServerProtocol
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcInvalidRequest, JsonRpcParseError
+from pygls.io_ import StdoutWriter
+from pygls.protocol import LanguageServerProtocol, lsp_method
 
 if TYPE_CHECKING:
     from .session import DiffillServer
@@ -19,15 +26,107 @@ class _Malformed:
     """Stands in for a message whose params did not match the LSP schema (already answered)."""
 
 
+# A header block: Content-Length first (as every client sends it), any other header lines,
+# an empty line.  Valid JSON cannot hold a raw CRLF inside a string, so a match *inside* a
+# body means that body is cut short or its length was wrong: the stream resumes there.
+HEADER = re.compile(rb"Content-Length:[ \t]*(\d+)[ \t]*\r\n(?:[^\r\n]+\r\n)*\r\n")
+MAX_HEADER = 512  # bytes kept from a stretch with no header, in case one is arriving split
+
+
+class FrameReader:
+    """Cuts the byte stream into message bodies, and finds its feet again after a bad frame.
+
+    pygls' reader trusts Content-Length and matches headers only at the start of a line, so
+    one wrong length leaves it reading bodies as headers for good.  Here the next message
+    starts at the next header, wherever it is: a body declared too short is cut at its
+    length (the rest is skipped up to the next header); one declared too long ends where
+    the next header begins (so the message after it is not lost, nor waited for)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._scanned = 0  # how far the pending body was searched for a header already
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        bodies = []
+        while (body := self._next()) is not None:
+            bodies.append(body)
+        return bodies
+
+    def _next(self) -> bytes | None:
+        buf = self._buf
+        head = HEADER.search(buf)
+        if head is None:
+            if len(buf) > MAX_HEADER:
+                log.warning("skipped %d bytes that are not a message", len(buf) - MAX_HEADER)
+                del buf[:-MAX_HEADER]
+            return None
+        if head.start():
+            skipped = bytes(buf[: head.start()])
+            if not re.fullmatch(rb"(?:[^\r\n]+\r\n)*", skipped):  # other headers before Content-Length are fine
+                log.warning("skipped %d bytes before a Content-Length header", len(skipped))
+            del buf[: head.start()]
+            self._scanned = 0
+            head = HEADER.match(buf)
+        start, end = head.end(), head.end() + int(head.group(1))
+        nxt = HEADER.search(buf, max(start, self._scanned - MAX_HEADER), min(end, len(buf)))
+        if nxt is not None:
+            log.warning("a message ended before its Content-Length said (%d of %d bytes)",
+                        nxt.start() - start, end - start)
+            end = nxt.start()
+        elif len(buf) < end:
+            self._scanned = len(buf)
+            return None
+        body = bytes(buf[start:end])
+        del buf[:end]
+        self._scanned = 0
+        return body
+
+
+def serve_stdio(protocol: "DiffillProtocol", stdin: BinaryIO, stdout: BinaryIO) -> NoReturn:
+    """Serve over stdin/stdout until `exit` or the end of stdin, then end the process."""
+    protocol.set_writer(StdoutWriter(stdout))
+    asyncio.run(_read_stdin(protocol, stdin))
+
+
+async def _read_stdin(protocol: "DiffillProtocol", stdin: BinaryIO) -> NoReturn:
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def pump() -> None:
+        data = b"-"
+        while data:
+            try:
+                data = stdin.read1(65536)
+            except (OSError, ValueError):
+                data = b""
+            loop.call_soon_threadsafe(chunks.put_nowait, data)
+
+    # A daemon thread: a read blocked on a silent client must never hold the process up.
+    threading.Thread(target=pump, name="diffill-stdin", daemon=True).start()
+    frames = FrameReader()
+    while data := await chunks.get():
+        for body in frames.feed(data):
+            protocol.handle_body(body)
+    # The client is gone: end here, inside the loop, so that no teardown (cancelled handlers
+    # writing answers, executors joined) runs after the stream has closed.
+    protocol.end_process()
+
+
 class DiffillProtocol(LanguageServerProtocol):
-    """pygls' protocol with three changes:
+    """pygls' protocol with these changes:
 
     - document sync goes to our DocumentStore only (it keeps tree-sitter trees in step);
       pygls' own workspace copy of every document is skipped;
     - a request whose params do not match the schema gets an InvalidParams *response*
       (pygls only logs it, which leaves the client waiting forever);
     - `$/cancelRequest` also sets the request's cancel event, which stops the model at
-      its next step even when pygls cannot cancel the task itself (executeCommand).
+      its next step even when pygls cannot cancel the task itself (executeCommand);
+    - a body that is not JSON gets a Parse error, one that is not a JSON-RPC message an
+      Invalid Request (pygls logs a traceback and answers nothing);
+    - lifecycle: `shutdown` cancels what is in flight without tripping over pygls'
+      live dict iteration; requests after it get Invalid Request (pygls: silence); `exit`
+      ends the process at once (see end_process).
     """
 
     _server: "DiffillServer"
@@ -37,6 +136,33 @@ class DiffillProtocol(LanguageServerProtocol):
     lsp_text_document__did_open = None
     lsp_text_document__did_change = None
     lsp_text_document__did_close = None
+
+    _closed = False  # set by end_process: nothing is written after the stream is done
+
+    def handle_body(self, body: bytes) -> None:
+        """One frame's body, checked as JSON-RPC before pygls sees it."""
+        try:
+            data = json.loads(body)
+        except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for non-UTF-8 bytes
+            log.warning("a message body is not JSON: %s", exc)
+            return self._send_error(None, JsonRpcParseError.CODE, f"Parse error: {exc}")
+        if problem := _not_a_message(data):
+            log.warning("invalid message: %s", problem)
+            msg_id = data.get("id") if isinstance(data, dict) else None
+            return self._send_error(msg_id if _valid_id(msg_id) else None, JsonRpcInvalidRequest.CODE,
+                                    f"Invalid Request: {problem}")
+        try:
+            self.handle_message(self.structure_message(data))
+        except Exception:  # one bad message must not end the loop that reads the others
+            log.exception("could not handle a %s message", data.get("method", "response"))
+
+    def _send_error(self, msg_id: Any, code: int, message: str) -> None:
+        # A plain dict: lsprotocol's converter would drop "id": null, which JSON-RPC requires.
+        self._send_data({"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}})
+
+    def _send_data(self, data: Any) -> None:
+        if not self._closed:
+            super()._send_data(data)
 
     def structure_message(self, data: dict[str, Any]):
         try:
@@ -59,10 +185,64 @@ class DiffillProtocol(LanguageServerProtocol):
     def handle_message(self, message):
         if isinstance(message, _Malformed):
             return
+        method = getattr(message, "method", None)
+        if self._shutdown and method is not None and method != types.EXIT:
+            if hasattr(message, "id"):  # a request: it is owed an answer, notifications are dropped
+                self._send_error(message.id, JsonRpcInvalidRequest.CODE, f"Invalid Request: {method} after shutdown")
+            return
         return super().handle_message(message)
+
+    @lsp_method(types.SHUTDOWN)
+    def lsp_shutdown(self, *args):
+        """pygls' lsp_shutdown, iterating over a copy: cancelling a future runs callbacks that
+        remove entries from `_request_futures` (pygls iterates the live dict and fails with
+        "dictionary changed size during iteration")."""
+        if (user_handler := self.fm.features.get(types.SHUTDOWN)) is not None:
+            yield user_handler, args, None
+        current_id = self.msg_id
+        for msg_id, future in list(self._request_futures.items()):
+            if msg_id != current_id and not future.done():
+                future.cancel()
+        self._shutdown = True
+
+    @lsp_method(types.EXIT)
+    def lsp_exit(self, *args):
+        if (user_handler := self.fm.features.get(types.EXIT)) is not None:
+            yield user_handler, args, None
+        self.end_process()
+
+    def end_process(self) -> NoReturn:
+        """End the process now: code 0 after `shutdown`, 1 without (the LSP rule).
+
+        Not sys.exit: Python would then join the model thread, which may be inside a torch
+        op or the torch import (seconds, uninterruptible), and asyncio would run cancelled
+        handlers that write to a closed stream.  Every message was flushed when written;
+        nothing else needs saving, so the log is flushed and the process ends."""
+        self._closed = True
+        logging.shutdown()
+        os._exit(0 if self._shutdown else 1)
 
     def _handle_cancel_notification(self, msg_id):
         event = self._server.cancel_events.get(msg_id)
         if event is not None:
             event.set()
         return super()._handle_cancel_notification(msg_id)
+
+
+def _valid_id(msg_id: Any) -> bool:
+    return isinstance(msg_id, (str, int)) and not isinstance(msg_id, bool)
+
+
+def _not_a_message(data: Any) -> str | None:
+    """Why `data` is not a JSON-RPC 2.0 request, notification or response; None if it is."""
+    if not isinstance(data, dict):
+        return f"expected a JSON object, got {type(data).__name__}"
+    if data.get("jsonrpc") != "2.0":
+        return 'expected "jsonrpc": "2.0"'
+    if "id" in data and data["id"] is not None and not _valid_id(data["id"]):
+        return "an id must be a string or an integer"
+    if "method" in data:
+        return None if isinstance(data["method"], str) else "a method must be a string"
+    if "id" in data and ("result" in data or "error" in data):
+        return None
+    return "neither a request, a notification nor a response"

@@ -69,12 +69,7 @@ def shutdown(ls: DiffillServer, params: None) -> None:
     ls.hints.cancel_all()
 
 
-@server.feature(types.EXIT)
-def exit_(ls: DiffillServer, params: None) -> None:
-    # Also without a `shutdown` first: stop a running model call at its next step, so the
-    # process does not wait for it before exiting.
-    ls.cancel_all()
-    ls.worker.shutdown()
+# `exit` is the protocol's (DiffillProtocol.lsp_exit): it ends the process at once, model work and all.
 
 
 # == document sync =======================================================================

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any, Callable, TypeVar
+from typing import Any, BinaryIO, Callable, NoReturn, TypeVar
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcContentModified
@@ -32,7 +32,7 @@ from .features.inline import Suggestion, complete_inline
 from .hints import HintScheduler
 from .model_worker import EngineUnavailable, ModelWorker, model_label
 from .progress import ProgressReporter
-from .protocol import DiffillProtocol
+from .protocol import DiffillProtocol, serve_stdio
 from .settings import Settings, merge_settings
 from .suggestion_cache import SuggestionCache
 
@@ -59,6 +59,11 @@ class DiffillServer(LanguageServer):
         self.busy = 0  # code actions running on the model right now
         self.state_message: str | None = None
         self._logged_reasons: set[str] = set()
+
+    def start_io(self, stdin: BinaryIO, stdout: BinaryIO) -> NoReturn:
+        """Serve over stdio with diffill's loop (protocol.serve_stdio), which recovers from bad
+        frames and ends the process promptly; pygls' own loop does neither."""
+        serve_stdio(self.protocol, stdin, stdout)
 
     # -- messages to the user ------------------------------------------------------------
 

@@ -11,8 +11,9 @@ import re
 import threading
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import PurePosixPath
+from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 from tree_sitter import Language, Node, Parser, Query, QueryCursor, Tree
@@ -192,17 +193,19 @@ class Code:
     the document moves on to a new Code.
     """
 
-    __slots__ = ("text", "language", "_parsed")
+    __slots__ = ("text", "language", "_parsed", "_parse")
 
-    def __init__(self, text: str, language: str | None, parsed: ParsedText | None = None) -> None:
+    def __init__(self, text: str, language: str | None, parsed: ParsedText | None = None,
+                 parse: Callable[[], ParsedText] | None = None) -> None:
         self.text = text
         self.language = normalize_language(language)
         self._parsed = parsed
+        self._parse = parse  # how to parse on first use, if not afresh (SyntaxDocument: incrementally)
 
     @property
     def parsed(self) -> ParsedText | None:
         if self._parsed is None and self.language is not None:
-            self._parsed = parse_text(self.text, self.language)
+            self._parsed = self._parse() if self._parse is not None else parse_text(self.text, self.language)
         return self._parsed
 
     def error_count(self) -> int:
@@ -230,11 +233,18 @@ def error_nodes(node: Node) -> int:
     return count
 
 
+MAX_PENDING_EDITS = 1000  # edits replayed onto the last tree; past this a fresh parse is as cheap
+
+
 class SyntaxDocument:
     """A document's text plus its tree-sitter tree, updated incrementally; `code` is the current state.
 
-    Edits reparse incrementally; while the text has syntax errors the tree comes from a fresh
-    parse instead, so it is always exactly the tree `parse_text` would build.
+    An edit does not parse: it records where the text changed (tree-sitter's edit
+    coordinates), and the tree is built when a feature first asks for it — on the thread
+    that asks (the model's, for model features), from the last tree built plus the edits
+    since.  So a keystroke costs no parse on the server's event loop, and a burst of them
+    costs one incremental parse.  While the text has syntax errors the tree comes from a
+    fresh parse instead, so it is always exactly the tree `parse_text` would build.
 
     `language` None (or a language without a grammar) keeps the text only; `tree` is then None
     and `error_count()` is 0, so callers can treat every document alike.
@@ -242,7 +252,10 @@ class SyntaxDocument:
 
     def __init__(self, text: str, language: str | None) -> None:
         self.language = normalize_language(language)
-        self._set(text, None)
+        self._offsets = TextOffsets(text)
+        self._edits: list[tuple] = []  # tree-sitter edits since the last tree built (`self._built`)
+        self._built: ParsedText | None = None
+        self.code = Code(text, self.language)
 
     @property
     def text(self) -> str:
@@ -257,25 +270,19 @@ class SyntaxDocument:
         """Number of ERROR and MISSING nodes in the current tree."""
         return self.code.error_count()
 
-    def _set(self, text: str, tree: Tree | None, source: bytes | None = None) -> None:
+    def apply_change(self, start: int, end: int, new_text: str) -> None:
+        """Replace text[start:end] (str offsets) with `new_text`; the tree follows on first use."""
+        if not 0 <= start <= end <= len(self.text):
+            raise ValueError(f"edit range {start}..{end} is outside the document (length {len(self.text)})")
+        text = self.text[:start] + new_text + self.text[end:]
         if self.language is None:
             self.code = Code(text, None)
             return
-        source = text.encode("utf-8") if source is None else source
-        if tree is None:
-            tree = ts_parser(self.language).parse(source)
-        self.code = Code(text, self.language, ParsedText(text, self.language, tree, TextOffsets(text), source))
-
-    def apply_change(self, start: int, end: int, new_text: str) -> None:
-        """Replace text[start:end] (str offsets) with `new_text` and reparse incrementally."""
-        if not 0 <= start <= end <= len(self.text):
-            raise ValueError(f"edit range {start}..{end} is outside the document (length {len(self.text)})")
-        old = self.code.parsed
-        text = self.text[:start] + new_text + self.text[end:]
-        if old is None:
-            self._set(text, None)
-            return
-        offsets = old.offsets
+        if self.code._parsed is not None:  # built since the last edit (maybe on another thread)
+            self._built, self._edits = self.code._parsed, []
+        elif len(self._edits) >= MAX_PENDING_EDITS:  # nobody asked for a tree in ages: parse afresh when asked
+            self._built, self._edits = None, []
+        offsets = self._offsets
         start_byte, old_end_byte = offsets.to_byte(start), offsets.to_byte(end)
         start_point, old_end_point = offsets.point(start), offsets.point(end)
         inserted = new_text.encode("utf-8")
@@ -285,20 +292,33 @@ class SyntaxDocument:
         else:
             new_end_point = (start_point[0] + new_text.count("\n"),
                              len(new_text[last_newline + 1:].encode("utf-8")))
-        # Edit a copy: the old tree belongs to the previous Code, which a feature running on
-        # the model thread may still be reading.
-        edited = old.tree.copy()
-        edited.edit(start_byte, old_end_byte, start_byte + len(inserted),
-                    start_point, old_end_point, new_end_point)
-        encoded = text.encode("utf-8")
-        tree = ts_parser(self.language).parse(encoded, edited)
-        if tree.root_node.has_error:
-            # Error recovery after an incremental parse can differ from a fresh parse of the same
-            # text (other ERROR nodes, other counts).  syntax_ok compares this document's errors
-            # with fresh parses of candidate texts, so broken code gets a fresh parse: exact
-            # counts at the price of a full parse only while the text is broken.
-            tree = ts_parser(self.language).parse(encoded)
-        self._set(text, tree, encoded)
+        if self._built is not None:
+            self._edits.append((start_byte, old_end_byte, start_byte + len(inserted),
+                                start_point, old_end_point, new_end_point))
+        self._offsets = TextOffsets(text)
+        self.code = Code(text, self.language, parse=partial(
+            _reparse, self.language, text, self._offsets, self._built, tuple(self._edits)))
+
+
+def _reparse(language: str, text: str, offsets: TextOffsets, built: ParsedText | None,
+             edits: tuple[tuple, ...]) -> ParsedText:
+    """The tree of `text`: `built`'s tree with `edits` applied, reparsed incrementally."""
+    encoded = text.encode("utf-8")
+    parser = ts_parser(language)
+    if built is None:
+        return ParsedText(text, language, parser.parse(encoded), offsets, encoded)
+    # Edit a copy: the old tree belongs to an earlier Code, which a feature may still be reading.
+    edited = built.tree.copy()
+    for edit in edits:
+        edited.edit(*edit)
+    tree = parser.parse(encoded, edited)
+    if tree.root_node.has_error:
+        # Error recovery after an incremental parse can differ from a fresh parse of the same
+        # text (other ERROR nodes, other counts).  syntax_ok compares this document's errors
+        # with fresh parses of candidate texts, so broken code gets a fresh parse: exact
+        # counts at the price of a full parse only while the text is broken.
+        tree = parser.parse(encoded)
+    return ParsedText(text, language, tree, offsets, encoded)
 
 
 def identifier_node_at(parsed: ParsedText, offset: int) -> Node | None:

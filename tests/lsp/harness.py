@@ -190,3 +190,121 @@ def all_edit_uris(edit: types.WorkspaceEdit) -> set[str]:
     for change in edit.document_changes or []:
         uris.add(change.text_document.uri)
     return uris
+
+
+class RawServer:
+    """`python -m lsp_server` driven with raw bytes on its stdin: how a broken or hostile
+    client talks.  A thread parses the server's stdout into messages (a queue)."""
+
+    def __init__(self, model: str | None = "tiny-random") -> None:
+        import queue
+        import subprocess
+        import threading
+
+        self.proc = subprocess.Popen(SERVER_COMMAND, env=server_env(model), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.messages: "queue.Queue[dict]" = queue.Queue()
+        self.stderr = b""
+        self._write_lock = threading.Lock()
+        self._stderr_thread = threading.Thread(target=self._read_stderr, daemon=True)
+        self._stderr_thread.start()
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+
+    def _read_stdout(self) -> None:
+        import json
+
+        out = self.proc.stdout
+        while True:
+            length = None
+            while (line := out.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            if not line or length is None:
+                return
+            msg = json.loads(out.read(length))
+            if "method" in msg and "id" in msg:  # the server asks: answer as an editor would
+                result = {"workspace/applyEdit": {"applied": True}, "workspace/configuration": [None]}
+                try:
+                    self.send({"jsonrpc": "2.0", "id": msg["id"], "result": result.get(msg["method"])})
+                except (OSError, ValueError):
+                    pass  # stdin closed by the test
+            self.messages.put(msg)
+
+    def _read_stderr(self) -> None:
+        while chunk := self.proc.stderr.read1(65536):
+            self.stderr += chunk
+
+    def write(self, data: bytes) -> None:
+        with self._write_lock:  # the stdout thread answers the server's requests too
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+
+    @staticmethod
+    def frame(body: bytes | dict | list, length: int | None = None) -> bytes:
+        import json
+
+        if not isinstance(body, bytes):
+            body = json.dumps(body).encode()
+        return b"Content-Length: %d\r\n\r\n" % (len(body) if length is None else length) + body
+
+    def send(self, body: bytes | dict | list, length: int | None = None) -> None:
+        self.write(self.frame(body, length))
+
+    def request(self, msg_id: Any, method: str, params: Any = None) -> None:
+        self.send({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
+
+    def notify(self, method: str, params: Any = None) -> None:
+        self.send({"jsonrpc": "2.0", "method": method, "params": params})
+
+    def responses(self, ids: set, timeout: float = 60.0) -> dict[Any, dict]:
+        """The responses to `ids` (other messages are skipped), waiting up to `timeout`."""
+        import queue
+        import time
+
+        found: dict[Any, dict] = {}
+        deadline = time.monotonic() + timeout
+        while not ids <= set(found):
+            try:
+                msg = self.messages.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if "method" not in msg and msg.get("id", "-") in ids | {None}:
+                found[msg.get("id")] = msg
+        return found
+
+    def until(self, predicate, timeout: float = 60.0) -> dict:
+        """The first message from now on that satisfies `predicate`."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.messages.get(timeout=max(0.01, deadline - time.monotonic()))  # queue.Empty: failed
+            if predicate(msg):
+                return msg
+
+    def wait_exit(self, timeout: float = 30.0) -> tuple[int | None, float]:
+        """(exit code or None if still running after `timeout`, seconds it took)."""
+        import subprocess
+        import time
+
+        t0 = time.monotonic()
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            rc = None
+        elapsed = time.monotonic() - t0
+        if rc is not None:
+            self._stderr_thread.join(10)
+        return rc, elapsed
+
+    def initialize(self, options: dict | None = None) -> None:
+        self.request(0, "initialize", {"processId": None, "rootUri": None, "capabilities": {
+            "textDocument": {"inlineCompletion": {}}, "window": {"workDoneProgress": True}},
+            "initializationOptions": options if options is not None else {"maxHoleTokens": 8}})
+        assert 0 in self.responses({0})
+        self.notify("initialized", {})
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()

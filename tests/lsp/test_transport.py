@@ -1,4 +1,5 @@
-"""`python -m lsp_server --tcp HOST:PORT` and the command line's errors."""
+"""The transport: `--tcp HOST:PORT`, the command line's errors, and framing faults on stdio
+(wrong Content-Length, bodies that are not JSON or not JSON-RPC) sent as raw bytes."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import subprocess
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tests.lsp.harness import SERVER_COMMAND, server_env
+from lsp_server.protocol import FrameReader
+from tests.lsp.harness import SERVER_COMMAND, RawServer, server_env
 
 
 def test_tcp_transport():
@@ -44,3 +48,66 @@ def test_tcp_transport():
 def test_bad_tcp_address_is_a_clear_error():
     proc = subprocess.run([*SERVER_COMMAND, "--tcp", "nope"], env=server_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "HOST:PORT" in proc.stderr
+
+
+# -- framing faults, as raw bytes on stdin ----------------------------------------------------
+
+
+def status_request(msg_id) -> dict:
+    return {"jsonrpc": "2.0", "id": msg_id, "method": "workspace/executeCommand",
+            "params": {"command": "diffill.status", "arguments": []}}
+
+
+@pytest.fixture
+def raw():
+    server = RawServer()
+    server.initialize()
+    yield server
+    server.kill()
+
+
+@pytest.mark.parametrize("error", [-10, +40], ids=["10-bytes-short", "40-bytes-long"])
+def test_a_wrong_content_length_loses_at_most_that_message(raw: RawServer, error: int):
+    body = json.dumps(status_request("bad")).encode()
+    raw.send(body, length=len(body) + error)
+    for i in range(6):
+        raw.send(status_request(i))
+    answered = raw.responses(set(range(6)))
+    assert set(answered) >= set(range(6)), f"answered only {sorted(map(str, answered))}"
+    assert all(answered[i]["result"]["state"] for i in range(6))
+
+
+def test_a_body_that_is_not_json_gets_a_parse_error(raw: RawServer):
+    raw.send(b'{"jsonrpc": "2.0", "id": 1, "method": ')
+    error = raw.responses({None})[None]["error"]
+    assert error["code"] == -32700
+    raw.send(b"\xff\xfe not utf-8")
+    assert raw.responses({None})[None]["error"]["code"] == -32700
+    raw.send(status_request(2))
+    assert "result" in raw.responses({2})[2]
+
+
+@pytest.mark.parametrize("message", [[status_request(1)], 42, "text", None,
+                                     {"jsonrpc": "2.0", "id": {"an": "object"}, "method": "shutdown"},
+                                     {"id": 7, "method": "shutdown"}],
+                         ids=["array", "number", "string", "null", "object-id", "no-jsonrpc"])
+def test_a_message_that_is_not_a_request_object_gets_invalid_request(raw: RawServer, message):
+    raw.send(message)
+    answer = raw.until(lambda m: "method" not in m)
+    assert answer["error"]["code"] == -32600 and answer["id"] in (None, 7)
+    raw.send(status_request(2))
+    assert "result" in raw.responses({2})[2]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 400), max_size=30))
+def test_frames_come_out_whole_however_the_bytes_are_split(cuts: list[int]):
+    bodies = [json.dumps(status_request(i)).encode() for i in range(5)] + [b'{"text": "\\r\\n\\u00e9"}']
+    stream = b"".join(RawServer.frame(b) for b in bodies[:3]) + b"Content-Type: x\r\n" + b"".join(
+        RawServer.frame(b) for b in bodies[3:])
+    reader, out, at = FrameReader(), [], 0
+    for cut in cuts:
+        out += reader.feed(stream[at : at + cut])
+        at += cut
+    out += reader.feed(stream[at:])
+    assert out == bodies
