@@ -180,7 +180,8 @@ class Engine:
             # distribution actually sampled (after it, a banned favourite would leave every
             # allowed token looking unsure).  Tied holes vote together: the mean of their
             # log-probabilities, normalised again.
-            logits[..., banned] = -math.inf
+            # (out of place: a checkpoint's logits may be an inference-mode tensor)
+            logits = logits.index_fill(-1, torch.tensor(banned, device=device), -math.inf)
             logp = torch.log_softmax(logits, -1).view(B, k, n, -1).mean(1).log_softmax(-1)
             if pad_trails and forwards == 1:
                 x, conf, masked = _settle_length(logp, x, conf, masked, be.pad_id)
