@@ -108,6 +108,10 @@ async def _read_stdin(protocol: "DiffillProtocol", stdin: BinaryIO) -> NoReturn:
     while data := await chunks.get():
         for body in frames.feed(data):
             protocol.handle_body(body)
+            # Let the handler just scheduled start before the next message is read, as pygls'
+            # own reader does: a request and its $/cancelRequest in one chunk otherwise meet a
+            # task that never ran (seen: a cancelled inline request left without an answer).
+            await asyncio.sleep(0)
     # The client is gone: end here, inside the loop, so that no teardown (cancelled handlers
     # writing answers, executors joined) runs after the stream has closed.
     protocol.end_process()
