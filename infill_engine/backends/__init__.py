@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..model import ModelConfig
+from ..model import ModelConfig, Transformer
 from ..tokenizer import CodeTokenizer
 from .base import Backend
 from .bundled import WEIGHTS_DIR, BundledBackend
@@ -27,7 +27,7 @@ def load_backend(model: str | None = None, device: str = "cpu", trust_remote_cod
     checkpoint's context keys/values (faster, not exact).  precision: 'auto' (bf16 where the
     hardware has it, see precision.py), 'fp32' or 'bf16', for diffill's own models."""
     if model is None:
-        if (WEIGHTS_DIR / "model.safetensors").exists():
+        if Transformer.weight_files(WEIGHTS_DIR):
             return BundledBackend.from_directory(WEIGHTS_DIR, device, name="diffill-small (bundled)",
                                                  precision=precision)
         cfg = ModelConfig.from_json(WEIGHTS_DIR / "config.json")

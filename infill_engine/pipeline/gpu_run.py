@@ -47,6 +47,12 @@ def _tail(path: Path, lines: int = 40) -> list[str]:
     return path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
 
 
+def _exports(work: Path, presets: list[str]) -> dict[str, Path]:
+    """The presets whose training got as far as an export, and where it is."""
+    exports = {preset: work / f"{preset}.export" for preset in presets}
+    return {preset: path for preset, path in exports.items() if (path / "config.json").exists()}
+
+
 def run(out: Path, shards: Path, presets: list[str], minutes: float, device: str, workers: int,
         compile_: bool, eval_limit: int, eval_timeout: float, extra: list[str], work: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
@@ -71,10 +77,8 @@ def run(out: Path, shards: Path, presets: list[str], minutes: float, device: str
     for preset, (proc, log) in procs.items():
         code = proc.wait()
         report["models"][preset] = {"train_exit": code, "train_log": _tail(log)}
-    for preset in presets:
-        export = work / f"{preset}.export"
-        if not (export / "config.json").exists():
-            continue
+    exports = _exports(work, presets)
+    for preset, export in exports.items():
         entry = report["models"][preset]
         entry["config"] = json.loads((export / "config.json").read_text())
         entry["training"] = json.loads((export / "training.json").read_text())
@@ -86,10 +90,7 @@ def run(out: Path, shards: Path, presets: list[str], minutes: float, device: str
     # The weights are home safe before the evaluation starts, whatever happens to it.
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     evals = {}
-    for preset in presets:
-        export = work / f"{preset}.export"
-        if not (export / "config.json").exists():
-            continue
+    for preset, export in exports.items():
         log = work / f"{preset}.eval.log"
         cmd = _eval_command(export, device, eval_limit, work / f"{preset}.eval.json")
         evals[preset] = (subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env), log)

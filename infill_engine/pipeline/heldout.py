@@ -17,6 +17,7 @@ import json
 import random
 import time
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 
 import torch
@@ -43,13 +44,14 @@ def sample_lines(corpus: Path, n: int, seed: int = 0) -> list[HeldOutLine]:
     rng.shuffle(texts)
     out = []
     for text in texts:
-        starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n" and i + 1 < len(text)]
-        candidates = [s for s in starts if text[s:text.find("\n", s) if "\n" in text[s:] else len(text)].strip()]
+        lines = [line + "\n" for line in text.split("\n")]
+        lines[-1] = lines[-1][:-1]  # the text's own ending, with or without a newline
+        starts = list(accumulate(map(len, lines), initial=0))
+        candidates = [i for i, line in enumerate(lines) if line.strip()]
         if not candidates:
             continue
-        s = rng.choice(candidates)
-        e = text.find("\n", s)
-        e = len(text) if e < 0 else e + 1
+        i = rng.choice(candidates)
+        s, e = starts[i], starts[i + 1]
         out.append(HeldOutLine(text[:s], text[s:e], text[e:]))
         if len(out) == n:
             break
