@@ -123,22 +123,36 @@ def fill(argv: list[str]) -> int:
     if engine.is_random:
         print(f"diffill: warning: {engine.name}", file=sys.stderr)
     options = InfillOptions(max_length=args.max_length, sampler=sampler_settings(args))
-    on_step = _print_step if args.show_steps else None
+    steps: list[list[str]] = []
+    on_step = (lambda step, texts: steps.append(texts)) if args.show_steps else None
     if args.at:
+        from .syntax.parse import language_for
+        from .syntax.spans import syntax_first
+
         offset = offset_of(text, *_pair(args.at, "--at"))
-        result = engine.infill(options.request(text[:offset], text[offset:], length=args.length, on_step=on_step))
+        prefix, suffix = text[:offset], text[offset:]
+        result = engine.infill(options.request(prefix, suffix, length=args.length, on_step=on_step))
+        best = syntax_first(prefix, suffix, result.candidates, lambda c: c.text, language_for(str(args.file)))[0]
         if result.context_cut:
             print(f"diffill: context cut by {result.context_cut} tokens to fit the model window", file=sys.stderr)
-        sys.stdout.write(result.text)
+        _print_steps(steps, best.text)
+        sys.stdout.write(best.text)
         return 0
-    return _rewrite_lines(engine, text, args, options, on_step)
+    return _rewrite_lines(engine, text, args, options, on_step, steps)
 
 
-def _print_step(step: int, texts: list[str]) -> None:
-    print(f"--- step {step} ---\n{texts[0]}", file=sys.stderr)
+def _print_steps(steps: list[list[str]], chosen: str) -> None:
+    """The denoising steps of the batch row that became the answer (an auto-length hole
+    decodes one row per length at once)."""
+    if not steps:
+        return
+    row = next((b for b, final in enumerate(steps[-1]) if final == chosen), 0)
+    for step, texts in enumerate(steps, 1):
+        if step == 1 or texts[row] != steps[step - 2][row]:
+            print(f"--- step {step} ---\n{texts[row]}", file=sys.stderr)
 
 
-def _rewrite_lines(engine, text: str, args, options: InfillOptions, on_step) -> int:
+def _rewrite_lines(engine, text: str, args, options: InfillOptions, on_step, steps: list[list[str]]) -> int:
     from .syntax import spans
     from .syntax.lines import line_span, line_starts
     from .syntax.parse import Code, language_for
@@ -149,12 +163,15 @@ def _rewrite_lines(engine, text: str, args, options: InfillOptions, on_step) -> 
         raise CliError(f"--select {first}:{last} must satisfy 1 <= L1 <= L2 <= {n_lines}")
     start = offset_of(text, first, 1)
     end = line_span(text, offset_of(text, last, 1))[1]
-    start, end = spans.rewrite_span(Code(text, language_for(str(args.file))), start, end)
+    code = Code(text, language_for(str(args.file)))
+    start, end = spans.rewrite_span(code, start, end)
     budget = min(engine.backend.max_len // 2, max(args.max_length, int(engine.count_tokens(text[start:end]) * 1.5)))
     options = replace(options, max_length=budget)
     result = engine.infill(options.request(text[:start], text[end:], length=args.length, on_step=on_step))
+    best = spans.syntax_first(text[:start], text[end:], result.candidates, lambda c: c.text, code.language)[0]
+    _print_steps(steps, best.text)
     lead = text[line_span(text, start)[0]:start]  # the widened span may start after indentation
-    sys.stdout.write(lead + result.text + "\n")
+    sys.stdout.write(lead + best.text + "\n")
     return 0
 
 

@@ -12,6 +12,14 @@ from typing import Callable, Literal, get_args
 Strategy = Literal["threshold", "confidence", "entropy", "margin", "fixed"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
+# Hole lengths an auto-length request tries, one batch row each (those up to its max_length).
+# Dense where the lines a small model gets right are (2-10 tokens), sparse beyond, for blocks.
+# Measured on 300 held-out lines of the validation split (seed 1, 32 slots, shipped v2 model,
+# picked non-blank and syntax-preserving first, then most likely): exact line 34 of 300 with
+# the lengths up to 28 here, 21 with only 3, 5, 7, 9, 12, 16, 20, 24, and 0 when the model
+# settles the length itself after its first forward.
+SEARCH_LENGTHS: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 20, 24, 32, 48, 64, 96, 128)
+
 
 class InfillError(ValueError):
     """A request the engine cannot serve; the message tells the user what to change."""
@@ -58,17 +66,19 @@ class SamplerSettings:
 @dataclass(frozen=True)
 class InfillOptions:
     """What a caller chooses once for many requests: the most tokens an auto-length hole may
-    take, how many candidates, and how to sample.  The language server's Settings and the
-    CLI's flags become one of these; each feature adjusts it (`dataclasses.replace`) and
-    turns it into an `InfillRequest` with `request()`."""
+    take, which lengths it tries (`InfillRequest.lengths`), how many candidates, and how to
+    sample.  The language server's Settings and the CLI's flags become one of these; each
+    feature adjusts it (`dataclasses.replace`) and turns it into an `InfillRequest` with
+    `request()`."""
 
     max_length: int = 48
     candidates: int = 1
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
+    lengths: tuple[int, ...] = SEARCH_LENGTHS
 
     def request(self, prefix: str, suffix: str = "", **fields) -> "InfillRequest":
         return InfillRequest(prefix, suffix, max_length=self.max_length, candidates=self.candidates,
-                             sampler=self.sampler, **fields)
+                             sampler=self.sampler, lengths=self.lengths, **fields)
 
 
 @dataclass
@@ -78,6 +88,12 @@ class InfillRequest:
     length: a fixed number of hole tokens, or None for "auto": the engine opens
       `max_length` slots and the model fills the ones it does not need with padding,
       which is dropped (models without a padding scheme fall back to `max_length`).
+    lengths: how "auto" finds the length on a model with trailing padding.  Each length up
+      to max_length becomes one row of the batch, its slots after that length padding from
+      the start; every row is decoded and the candidates come back most likely first (mean
+      log-probability), one per length — `candidates` does not apply.  Callers that know the
+      language re-rank by syntax.  Empty: the model settles the length itself after its
+      first forward (one row per candidate; cheaper, but small models misjudge it badly).
     between: text between *tied holes*.  With between=("b",) the document is
       prefix + H + "b" + H + suffix and every H receives the same text (rename).
     cancel: polled before every forward; returning True raises InfillCancelled.
@@ -90,6 +106,7 @@ class InfillRequest:
     max_length: int = InfillOptions.max_length
     candidates: int = InfillOptions.candidates
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
+    lengths: tuple[int, ...] = InfillOptions.lengths
     between: tuple[str, ...] = ()
     cancel: Callable[[], bool] | None = None
     progress: Callable[[float], None] | None = None
@@ -102,6 +119,8 @@ class InfillRequest:
             raise InfillError(f"hole length must be between 1 and {limit} tokens, got {self.length}")
         if not 1 <= self.max_length <= limit:
             raise InfillError(f"max_length must be between 1 and {limit} tokens, got {self.max_length}")
+        if any(not isinstance(n, int) or n < 1 for n in self.lengths):
+            raise InfillError(f"search lengths must be positive token counts, got {self.lengths}")
         if not 1 <= self.candidates <= 16:
             raise InfillError(f"candidates must be between 1 and 16, got {self.candidates}")
 

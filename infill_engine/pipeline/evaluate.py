@@ -3,11 +3,14 @@
 Protocol (as in the HumanEval-Infilling paper and the diffusion-coder reports):
 the program `prompt + completion + suffix + "\\n" + test + "check(entry_point)"` is run in a
 sandboxed subprocess (see sandbox.py); pass@1 is the fraction that run to the end.
-The completion is used exactly as the engine returns it — no trimming or line fixing.
+The completion is text the engine returned, never trimmed or fixed: its first candidate
+that leaves the program parsing no worse than the empty hole (`syntax_first`, as the
+editors rank suggestions), else its first.  One attempt is run per problem.
 
 Length modes:
   auto   — the model is never told the true length: it gets `max_length` slots (32 for the
-           single-line file, 128 for the multi-line one by default) and pads the rest;
+           single-line file, 128 for the multi-line one by default); each of `lengths` up to
+           that is tried as one row, the rest of its slots padding (InfillRequest.lengths);
   oracle — the hole gets exactly as many slots as the canonical solution has tokens
            (`engine.count_tokens(canonical_solution)`; tokenized on its own, so at a boundary
            it can differ by a token from how the same text tokenizes inside the file).
@@ -42,7 +45,8 @@ from tqdm import tqdm
 
 from infill_engine.pipeline.sandbox import ExecOutcome, build_program, run_program
 from infill_engine.precision import PRECISIONS
-from infill_engine.request import InfillError, InfillRequest, InfillResult, SamplerSettings
+from infill_engine.request import InfillError, InfillOptions, InfillRequest, InfillResult, SamplerSettings
+from infill_engine.syntax.spans import syntax_first
 
 LengthMode = Literal["auto", "oracle"]
 
@@ -197,6 +201,7 @@ def evaluate(
     max_length: int | None = None,
     progress: bool = True,
     *,
+    lengths: tuple[int, ...] = InfillOptions.lengths,
     sample: str = "stratified",
     seed: int = 0,
     timeout_s: float = 5.0,
@@ -236,6 +241,7 @@ def evaluate(
                 length=slots,
                 max_length=max(max_len, slots or 0),
                 sampler=sampler,
+                lengths=lengths,
             )
             rec: dict = {"task_id": p.task_id, "passed": False, "reason": "", "completion": "",
                          "forwards": 0, "tokens": 0, "slots": slots or max_len, "oracle_tokens": oracle_tokens,
@@ -252,11 +258,12 @@ def evaluate(
                     tally.done += 1
             else:
                 rec["ms"] = (time.perf_counter() - t0) * 1000
-                completion = result.text
+                best = syntax_first(p.prompt, p.suffix, result.candidates, lambda c: c.text, "python")[0]
+                completion = best.text
                 rec.update(
                     completion=completion,
                     forwards=result.forwards,
-                    tokens=len(result.candidates[0].token_confidences) if result.candidates else 0,
+                    tokens=len(best.token_confidences),
                     slots=result.hole_tokens,
                     context_cut=result.context_cut,
                 )
@@ -296,6 +303,7 @@ def evaluate(
         "data": data_path.name,
         "length": length,
         "max_length": max_len,
+        "lengths": list(lengths) if length == "auto" else None,
         "selection": {"limit": limit, "method": sample if limit is not None and limit < len(all_problems) else "all",
                       "seed": seed, "of": len(all_problems)},  # fmt: skip
         "sampler": dataclasses.asdict(sampler),
@@ -348,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="auto: the model gets --max-length slots and pads; oracle: the true token count")
     ap.add_argument("--max-length", type=int, default=None,
                     help="slots in auto mode (default 32 single-line, 128 multi-line)")
+    ap.add_argument("--lengths", type=_lengths, default=InfillOptions.lengths,
+                    help="auto mode: hole lengths to try, comma-separated, or 'settle' to let the model "
+                         "fix the length after its first forward (default: %(default)s)")
     ap.add_argument("--out", default=None, help="write the JSON report here")
     ap.add_argument("--model", default=None, help="model directory or checkpoint (default: the bundled model)")
     ap.add_argument("--device", default="cpu")
@@ -365,6 +376,18 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--workers", type=int, default=None, help="test programs run at once (default: CPU count)")
     ap.add_argument("--no-progress", action="store_true")
     return ap  # fmt: skip
+
+
+def _lengths(value: str) -> tuple[int, ...]:
+    if value == "settle":
+        return ()
+    try:
+        lengths = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected token counts like 4,8,16 or 'settle', got {value!r}") from None
+    if any(n < 1 for n in lengths):
+        raise argparse.ArgumentTypeError("lengths must be at least 1")
+    return lengths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -390,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             return _report_lines(engine, args, sampler)
         report = evaluate(
             engine, data, limit=args.limit, length=args.length, sampler=sampler, max_length=args.max_length,
-            progress=not args.no_progress, sample=args.sample, seed=args.seed, timeout_s=args.timeout,
+            lengths=args.lengths, progress=not args.no_progress, sample=args.sample, seed=args.seed, timeout_s=args.timeout,
             memory_mb=args.memory_mb, workers=args.workers, out=args.out,
         )  # fmt: skip
     except (ValueError, OSError) as e:  # InfillError is a ValueError
@@ -412,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
 def _report_lines(engine, args, sampler: SamplerSettings) -> int:
     from .heldout import evaluate_lines
 
-    r = evaluate_lines(engine, args.corpus, n=args.limit or 100, seed=args.seed, sampler=sampler, out=args.out)
+    r = evaluate_lines(engine, args.corpus, n=args.limit or 100, seed=args.seed, sampler=sampler, out=args.out,
+                       lengths=args.lengths)
     print(f"model: {r['model']}   held-out lines: {r['lines']} (seed {r['seed']})")
     print(f"CE/token {r['ce_per_token']:.3f}   first-step top-1 {r['first_step_top1']:.1%}   "
           f"exact line {r['exact']:.1%} ({r['exact_count']}/{r['lines']})   tokens/forward {r['tokens_per_forward']}")

@@ -6,8 +6,9 @@ the model is scored three ways:
   ce        cross-entropy per token with every slot of the line masked (one forward);
   top1      the share of its tokens the model's first forward already gets right;
   exact     the share of lines the engine's decoding (oracle length) reproduces exactly;
-  auto      the same with the length left to the model (AUTO_SLOTS slots, padding dropped), and
-            how far its length is from the line's (mean absolute difference in tokens).
+  auto      the same with the length left to the engine (AUTO_SLOTS slots, each of `lengths` tried,
+            the syntax-preserving candidate first, as in `diffill eval`), and how far its length
+            is from the line's (mean absolute difference in tokens).
 Context is cut to `BEFORE` tokens before and `AFTER` after the line, inside any model's window.
 """
 
@@ -23,7 +24,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..request import InfillRequest, SamplerSettings
+from ..request import InfillOptions, InfillRequest, SamplerSettings
+from ..syntax.spans import syntax_first
 from .corpus import read_texts
 
 BEFORE, AFTER, MAX_LINE_TOKENS = 320, 128, 64
@@ -76,7 +78,8 @@ def first_step_scores(model, tok, item: HeldOutLine) -> tuple[float, int, int] |
 
 
 def evaluate_lines(engine, corpus: Path, n: int = 100, seed: int = 0,
-                   sampler: SamplerSettings = SamplerSettings(), out: Path | None = None) -> dict:
+                   sampler: SamplerSettings = SamplerSettings(), out: Path | None = None,
+                   lengths: tuple[int, ...] = InfillOptions.lengths) -> dict:
     model, tok = engine.backend.model, engine.backend.tok
     items = sample_lines(corpus, n, seed)
     ce_sum = right = tokens = exact = scored = 0
@@ -95,10 +98,11 @@ def evaluate_lines(engine, corpus: Path, n: int = 100, seed: int = 0,
         forwards += result.forwards
         committed += scores[2]
         auto = engine.infill(InfillRequest(prefix=item.prefix, suffix=item.suffix, max_length=AUTO_SLOTS,
-                                           sampler=sampler))
-        auto_exact += auto.text == item.line
-        length_error += abs(len(auto.candidates[0].token_confidences) - scores[2])
-        records.append({"line": item.line, "got": result.text, "auto": auto.text,
+                                           sampler=sampler, lengths=lengths))
+        best = syntax_first(item.prefix, item.suffix, auto.candidates, lambda c: c.text, "python")[0]
+        auto_exact += best.text == item.line
+        length_error += abs(len(best.token_confidences) - scores[2])
+        records.append({"line": item.line, "got": result.text, "auto": best.text,
                         "ce": round(scores[0] / scores[2], 3)})
     report = {"model": engine.name, "lines": scored, "seed": seed, "ce_per_token": round(ce_sum / max(tokens, 1), 4),
               "first_step_top1": round(right / max(tokens, 1), 4), "exact": round(exact / max(scored, 1), 4),

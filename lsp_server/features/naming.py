@@ -66,7 +66,9 @@ def suggest_name(engine: Engine, code: Code, offset: int, options: InfillOptions
     text = code.text
     current = text[found[0][0] : found[0][1]]
     between = tuple(text[found[i][1] : found[i + 1][0]] for i in range(len(found) - 1))
-    options = replace(options, max_length=NAME_HOLE_TOKENS, candidates=max(options.candidates, NAME_CANDIDATES))
+    # Every name length gets a row (a one-token name too); each row is a candidate.
+    options = replace(options, max_length=NAME_HOLE_TOKENS, candidates=max(options.candidates, NAME_CANDIDATES),
+                      lengths=tuple(range(1, NAME_HOLE_TOKENS + 1)))
     result = infill(engine, text, found[0][0], found[-1][1], options, hooks, between=between)
     names = [c.text.strip() for c in sorted(result.candidates, key=lambda c: -c.score)]
     valid = [n for n in names if is_identifier(n, code.language)]

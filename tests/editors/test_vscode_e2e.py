@@ -39,6 +39,7 @@ def _camel(name: str) -> str:
 def _server_keys() -> dict[str, Any]:
     """`diffill.<camelCase key>` -> default, from the server's own settings dataclasses."""
     keys = {f"diffill.{_camel(f.name)}": getattr(Settings(), f.name) for f in fields(Settings) if f.name != "features"}
+    keys = {key: list(value) if isinstance(value, tuple) else value for key, value in keys.items()}  # JSON arrays
     keys.update({f"diffill.features.{_camel(f.name)}": getattr(Features(), f.name) for f in fields(Features)})
     return keys
 

@@ -177,11 +177,37 @@ def test_padding_is_dropped_and_trails():
     word = TOK.encode(" value")[0]
     answer = [word, word, TOK.pad_id, TOK.pad_id, TOK.pad_id, TOK.pad_id]
     engine = Engine(ScriptedBackend(answer, [0.6, 0.6, 0.99, 0.95, 0.9, 0.9]))
-    r = engine.infill(InfillRequest("a =", "\n", max_length=6, sampler=SamplerSettings(strategy="confidence")))
+    r = engine.infill(InfillRequest("a =", "\n", max_length=6, lengths=(),
+                                    sampler=SamplerSettings(strategy="confidence")))
     assert r.text == " value value"
-    # Expected text slots = sum of P(not pad) = 2.26 -> 2: the four pads settle at the first step,
+    # The model settles the length (no lengths to try).  Expected text slots = sum of P(not pad) = 2.26 -> 2: the four pads settle at the first step,
     # then the two text slots take one forward each.
     assert r.forwards == 2 and r.hole_tokens == 6
+
+
+def test_auto_length_tries_each_length_as_one_row_and_finished_rows_drop_out():
+    word = TOK.encode(" value")[0]
+    backend = ScriptedBackend([word] * 8, [0.99] * 8)
+    engine = Engine(backend)
+    r = engine.infill(InfillRequest("a =", "\n", max_length=8, lengths=(5, 2, 20),
+                                    sampler=SamplerSettings(strategy="confidence")))
+    assert sorted(len(c.token_confidences) for c in r.candidates) == [2, 5]  # 20 exceeds max_length
+    assert r.hole_tokens == 8
+    # One batch: both rows while the 2-token one is open, then the 5-token one alone.
+    assert [ids.shape[0] for ids in backend.seen] == [2, 2, 1, 1, 1] and r.forwards == 5
+    hole = engine._layout([TOK.encode("a ="), TOK.encode("\n")], 8).hole
+    first = backend.seen[0][:, hole]
+    assert (first[0, 2:] == TOK.pad_id).all() and (first[0, :2] == TOK.mask_id).all()
+    assert (first[1, 5:] == TOK.pad_id).all() and (first[1, :5] == TOK.mask_id).all()
+
+
+def test_blank_candidates_rank_last_whatever_their_score():
+    newline, word = TOK.encode("\n")[0], TOK.encode(" value")[0]
+    engine = Engine(ScriptedBackend([newline, newline, word, word, word], [0.99, 0.99, 0.6, 0.6, 0.6]))
+    r = engine.infill(InfillRequest("a = 1\n", "b = 2\n", max_length=5, lengths=(2, 5),
+                                    sampler=SamplerSettings(strategy="confidence")))
+    assert r.candidates[-1].text == "\n\n" and r.candidates[-1].score > r.candidates[0].score
+    assert r.text.strip() == "value value value"
 
 
 def test_fixed_length_never_pads():
