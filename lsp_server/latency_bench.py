@@ -19,6 +19,10 @@ with their ratio.  The machine is the same and the minutes are adjacent, so the 
 something even on a noisy shared host where the absolute figures drift.  The burners are plain
 `while True: pass` processes at the server's own priority; they stop when the loaded pass ends
 (and on their own after BURNER_MAX_S, should the benchmark die).
+
+`--hints` turns on the unlikely-code hints and pauses before each cold keystroke just long
+enough for a hint job to start (the pause is not timed), so every keystroke arrives while the
+model is busy with background work: what a user who stops to think and types again sees.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from typing import Any, Iterator
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
+from .hints import HINT_MIN_DELAY_S
 from .settings import Settings
 
 URI = "file:///bench/sample.py"
@@ -101,6 +106,7 @@ class Report:
     document_tokens: int
     iterations: int
     load: int = 0  # CPU burners beside the server in the loaded pass (0: no loaded pass)
+    hints: bool = False  # unlikely-code hints on, each keystroke arriving while a hint job runs
     cold_ms: list[float] = field(default_factory=list)
     cache_ms: list[float] = field(default_factory=list)
     loaded_cold_ms: list[float] = field(default_factory=list)
@@ -171,7 +177,7 @@ async def run(args: argparse.Namespace) -> Report:
         await _open(client, text, _initialization_options(args))
         status = await client.status()
         report = Report(status["model"], status["isRandom"], status["device"],
-                        _token_counter()(text), args.iterations, args.load)
+                        _token_counter()(text), args.iterations, args.load, args.hints)
         lines = text.split("\n")
         holes = hole_lines(text, args.iterations)
         for line_no in holes:
@@ -205,6 +211,8 @@ def _server_env(model: str | None) -> dict[str, str]:
 
 def _initialization_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {"device": args.device, "candidates": 1}
+    if args.hints:
+        options["features"] = {"unlikelyHints": True}
     if args.model and args.model != "tiny-random":
         options["model"] = args.model
     return options
@@ -247,6 +255,8 @@ async def _time_keystrokes(client: BenchClient, report: Report, lines: list[str]
     typed = indent + 2
     client.set_text("\n".join(lines[:line_no] + [line[:typed]] + lines[line_no + 1:]))
     await client.status()  # a round trip: the server has applied the change
+    if report.hints:
+        await asyncio.sleep(HINT_MIN_DELAY_S + 0.1)  # the user pauses; the hint job for the change starts
     t0 = time.perf_counter()
     client.type_char(types.Position(line=line_no, character=typed), line[typed])
     cursor = types.Position(line=line_no, character=typed + 1)
@@ -276,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tokens", type=int, default=1000, help="size of the Python file in tokens (default 1000)")
     parser.add_argument("--load", type=int, default=0, metavar="N",
                         help="also time the keystrokes with N CPU-burning processes beside the server")
+    parser.add_argument("--hints", action="store_true",
+                        help="hints on; each keystroke arrives while a hint job runs")
     parser.add_argument("--json", dest="json_path", help="also write the summary to this JSON file")
     return parser
 
@@ -296,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = report.summary()
     random_note = " (RANDOM WEIGHTS)" if report.is_random else ""
     print(f"model: {report.model}{random_note} on {report.device}; file: {report.document_tokens} tokens; "
-          f"{summary['machine']}")
+          f"{summary['machine']}" + ("; hints on, keystrokes during hint jobs" if report.hints else ""))
     print(f"cold keystroke -> suggestion: p50 {summary['cold_p50_ms']} ms, p95 {summary['cold_p95_ms']} ms "
           f"(n={summary['cold_n']}, {report.empty} empty)")
     print(f"cache hit:                    p50 {summary['cache_hit_p50_ms']} ms, p95 {summary['cache_hit_p95_ms']} ms "
