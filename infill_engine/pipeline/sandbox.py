@@ -16,6 +16,9 @@ the mechanics.  What holds, and what it depends on (`protections()` says which a
   `setsid` + double-fork grandchildren included, are re-parented to it, and when the program ends
   or times out it SIGKILLs every descendant until none is left.  RLIMIT_NPROC caps a fork bomb
   (not enforced on root, so it needs the uid drop).
+* **shared scratch space** — as root, a mount namespace gives the program its own empty tmpfs
+  on /tmp, /var/tmp and /dev/shm (the world-writable places `nobody` could otherwise leave
+  files in), discarded with it.
 * **network** — a fresh network namespace (unshare(CLONE_NEWNET) as root, or with a user
   namespace where unprivileged ones are allowed): only a down loopback, no route anywhere.
 * **resources** — RLIMIT_AS (memory_mb per process: a memory bomb gets MemoryError instead of
@@ -32,8 +35,9 @@ documents `preexec_fn` as unsafe with threads.
 pipe only after the whole program (including `check(...)`) returned, so a completion that calls
 `exit()`, `sys.exit(0)` or `os._exit(0)` does not count as a pass.
 
-Not covered: the program can still read world-readable files and write world-writable places
-(/tmp), and it shares the kernel; for code you believe is hostile use a VM.
+Not covered: the program can still read world-readable files, and it shares the kernel; if
+the supervisor itself is SIGKILLed (it ignored SIGTERM for STOP_GRACE_S) descendants that left
+the process group survive.  For code you believe is hostile use a VM.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ MAX_PROCS = 64  # processes a program may add to its uid's count (RLIMIT_NPROC)
 STOP_GRACE_S = 5.0  # after SIGTERM at the timeout, how long the supervisor gets to kill the tree
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # world-writable: replaced by private tmpfs
 # Peak address space at or above this share of the cap counts as having hit it: the program asked
 # for more than the last step it was granted (growth in 64 MB steps under a 1024 MB cap peaks ≥ 960).
 MEMORY_HIT_SHARE = 0.9
@@ -85,6 +90,8 @@ class Protections:
     uid: int  # the program's uid; -1: keeps the evaluator's
     unshare: int  # clone flags for a fresh network namespace; 0: none available
     unshare_error: str = ""
+    private_tmp: tuple[str, ...] = ()  # directories given a private tmpfs; (): none
+    private_tmp_error: str = ""
 
     def describe(self) -> list[str]:
         lines = []
@@ -99,6 +106,10 @@ class Protections:
             lines.append(f"no network: a fresh network namespace ({how})")
         else:
             lines.append(f"NOT ACTIVE: network isolation ({self.unshare_error or 'unshare unavailable'})")
+        if self.private_tmp:
+            lines.append(f"private, empty {', '.join(self.private_tmp)} (mount namespace, tmpfs)")
+        else:
+            lines.append(f"NOT ACTIVE: private /tmp ({self.private_tmp_error or 'needs root'})")
         lines.append("process tree: child subreaper, every descendant killed at the end")
         fork_cap = "RLIMIT_NPROC" if (self.uid >= 0 or os.geteuid() != 0) else "NOT ACTIVE for root: RLIMIT_NPROC"
         lines.append(f"limits: RLIMIT_AS (memory), RLIMIT_CPU, RLIMIT_FSIZE, {fork_cap} (+{MAX_PROCS} processes)")
@@ -174,7 +185,20 @@ def protections() -> Protections:
         if ok:
             unshare, error = flag, ""
             break
-    return Protections(interpreter, uid, unshare, error)
+    scratch = tuple(d for d in SCRATCH_DIRS if os.path.isdir(d))
+    private_tmp, tmp_error = (), "needs root"
+    if os.geteuid() == 0 and scratch:
+        ok, tmp_error = _probe(
+            interpreter,
+            "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True)\n"
+            "def check(r):\n    if r != 0: raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))\n"
+            f"check(libc.unshare({0x00020000}))\n"
+            f"check(libc.mount(b'none', b'/', None, {0x4000 | 0x40000}, None))\n"
+            f"for d in {scratch!r}:\n    check(libc.mount(b'tmpfs', d.encode(), b'tmpfs', 6, b'size=1m'))\n"
+            f"    assert os.listdir(d) == []",
+        )  # fmt: skip
+        private_tmp = scratch if ok else ()
+    return Protections(interpreter, uid, unshare, error, private_tmp, "" if private_tmp else tmp_error)
 
 
 # kept for callers of the old name: the uid candidates run as (-1: the evaluator's)
@@ -245,6 +269,7 @@ def _run_supervised(work: Path, timeout_s: float, memory_mb: int, prot: Protecti
         cfg = {
             "status_fd": status_w, "memory": memory_mb * 1024 * 1024, "cpu_s": math.ceil(timeout_s) + 1,
             "fsize": OUTPUT_LIMIT_BYTES, "uid": prot.uid, "unshare": prot.unshare, "max_procs": MAX_PROCS,
+            "private_tmp": list(prot.private_tmp),
         }  # fmt: skip
         with open(work / ".stdout", "wb") as out_f, open(work / ".stderr", "wb") as err_f:
             proc = subprocess.Popen(

@@ -7,8 +7,9 @@ JSON argument.  Standard library only.
 Two processes:
 
 * the **supervisor** (this script's first process; root when the evaluator is root) makes itself
-  a child subreaper, optionally moves into a fresh network namespace (inherited by everything it
-  forks), forks the program, and waits.  Every orphan the program leaves — a `setsid` +
+  a child subreaper, optionally moves into a fresh network namespace and a mount namespace with
+  its own empty /tmp, /var/tmp and /dev/shm (inherited by everything it forks), forks the
+  program, and waits.  Every orphan the program leaves — a `setsid` +
   double-fork grandchild included — is re-parented to it, not to init, so when the program ends
   or the evaluator sends SIGTERM (timeout) it SIGKILLs every descendant until none is left, and
   reaps them.  It watches the peak address space of each descendant, because a program that
@@ -35,6 +36,8 @@ cfg = json.loads(sys.argv[1])
 del sys.argv[1:]
 STATUS_FD = cfg["status_fd"]
 PR_SET_CHILD_SUBREAPER = 36
+CLONE_NEWNS = 0x00020000
+MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x4000, 0x40000
 POLL_S = 0.02
 
 
@@ -133,6 +136,20 @@ def run_program():
     report("passed")
 
 
+def private_tmp(libc, dirs):
+    """Empty, private world-writable directories: the only places outside its cwd an
+    unprivileged program could write to are then thrown away with it.  The cwd (under the
+    real /tmp) stays reachable: it is already this process's working directory."""
+    if libc.unshare(CLONE_NEWNS) != 0:
+        setup_failed("unshare(CLONE_NEWNS): errno %d" % ctypes.get_errno())
+    # private propagation first, or the tmpfs mounts would appear in the evaluator's namespace too
+    if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        setup_failed("making / private: errno %d" % ctypes.get_errno())
+    for d in dirs:
+        if libc.mount(b"tmpfs", d.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=16m,mode=1777") != 0:
+            setup_failed("tmpfs on %s: errno %d" % (d, ctypes.get_errno()))
+
+
 class Stop(Exception):
     pass
 
@@ -176,6 +193,8 @@ def supervise():
         setup_failed("PR_SET_CHILD_SUBREAPER: errno %d" % ctypes.get_errno())
     if cfg["unshare"] and libc.unshare(cfg["unshare"]) != 0:  # a fresh network namespace: no network
         setup_failed("unshare(0x%x): errno %d" % (cfg["unshare"], ctypes.get_errno()))
+    if cfg["private_tmp"]:
+        private_tmp(libc, cfg["private_tmp"])
     signal.signal(signal.SIGTERM, on_term)
     pid = os.fork()
     if pid == 0:

@@ -46,9 +46,9 @@ def _processes_in(workdir: str) -> list[int]:
 
 @pytest.fixture
 def shared() -> Iterator[Path]:
-    # A place the unprivileged candidate may write to (pytest's tmp_path is under a 0700 directory),
-    # so a surviving grandchild would leave a trace.
-    d = Path(tempfile.mkdtemp(prefix="diffill-escape-"))
+    # A place the unprivileged candidate may write to, so a surviving grandchild would leave a
+    # trace: not under pytest's tmp_path (a 0700 directory) nor /tmp (the candidate gets its own).
+    d = Path(tempfile.mkdtemp(prefix=".escape-test-", dir=REPO))
     d.chmod(0o777)
     yield d
     shutil.rmtree(d, ignore_errors=True)
@@ -62,11 +62,22 @@ def test_protections_are_described() -> None:
         assert protections().uid >= 0, lines  # root must not run candidates as root on this machine
 
 
-def test_writing_outside_the_temp_dir_is_refused(tmp_path: Path) -> None:
+def test_world_writable_scratch_space_is_private() -> None:
+    prot = protections()
+    if not prot.private_tmp:
+        pytest.skip(f"no private /tmp here: {prot.private_tmp_error}")
+    token = f"diffill-escape-{os.getpid()}-{time.monotonic_ns()}"
+    writes = "".join(f"open({d!r} + '/{token}', 'w').write('x')\n" for d in prot.private_tmp)
+    outcome = run_program(writes + f"import os\nassert sorted(os.listdir('/tmp')) == ['{token}']\n")
+    assert outcome.passed, outcome  # it may write there: into its own tmpfs, seen by no one else
+    assert not any(os.path.exists(f"{d}/{token}") for d in prot.private_tmp)
+
+
+def test_writing_outside_the_temp_dir_is_refused() -> None:
     if os.geteuid() != 0 or protections().uid < 0:
         pytest.skip("only a root evaluator has a uid to drop to; as a user, candidates write as that user")
-    owned = tmp_path / "evaluator-owned"
-    owned.mkdir(mode=0o755)
+    owned = Path(tempfile.mkdtemp(prefix=".escape-test-", dir=REPO))  # the evaluator's, like the repo
+    owned.chmod(0o755)
     targets = [owned / "pwned.txt", REPO / "pwned-by-candidate.txt", Path(os.path.expanduser("~root")) / "pwned.txt"]
     program = "import os\nprint(os.getuid(), flush=True)\n" + "".join(
         f"try:\n    open({str(t)!r}, 'w').write('x')\n    print('WROTE', {str(t)!r}, flush=True)\n"
@@ -81,6 +92,7 @@ def test_writing_outside_the_temp_dir_is_refused(tmp_path: Path) -> None:
     finally:
         for t in targets:
             t.unlink(missing_ok=True)
+        shutil.rmtree(owned, ignore_errors=True)
     assert not any(t.exists() for t in targets)
 
 
