@@ -52,8 +52,8 @@ def cpu_threads() -> int:
     """Threads torch may use on the CPU: half the cores (at least one) unless
     $DIFFILL_THREADS says otherwise.  An editor's helper must leave the editor, the
     compiler and the user's other work room; and on a busy machine a thread pool that
-    wants every core spins against the other processes (on a loaded 2-core box one
-    thread ran a tiny model ~10x faster than two)."""
+    wants every core waits on the slowest of its threads, each sharing a core with someone
+    else (OpenMP's spin-waiting made that far worse: see _quiet_openmp)."""
     value = os.environ.get(THREADS_ENV, "")
     if value.isdigit() and int(value) > 0:
         return int(value)

@@ -118,7 +118,7 @@ def run_program():
         except OSError as e:
             setup_failed("dropping to uid %d: %s" % (uid, e))
     # RLIMIT_NPROC counts every process of the (real) uid, so leave room for those already running.
-    limit(resource.RLIMIT_NPROC, processes_of(os.getuid()) + cfg["max_procs"])
+    limit(resource.RLIMIT_NPROC, cfg["nproc_base"] + cfg["max_procs"])
     with open("program.py", encoding="utf-8") as f:
         source = f.read()
     limit(resource.RLIMIT_AS, cfg["memory"])  # last: reading the program must not be what runs out
@@ -189,6 +189,8 @@ def supervise():
     me = os.getpid()
     limit(resource.RLIMIT_CORE, 0)
     libc = ctypes.CDLL(None, use_errno=True)
+    # counted before any namespace: inside a user namespace our own uid would read as unmapped
+    cfg["nproc_base"] = processes_of(cfg["uid"] if cfg["uid"] >= 0 else os.getuid())
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         setup_failed("PR_SET_CHILD_SUBREAPER: errno %d" % ctypes.get_errno())
     if cfg["unshare"] and libc.unshare(cfg["unshare"]) != 0:  # a fresh network namespace: no network
@@ -201,10 +203,13 @@ def supervise():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         run_program()
         sys.exit(0)  # out of this branch: the supervisor's code below is not the program's
-    status, peak, stopped = None, 0, False
+    status, peak, stopped, tick = None, 0, False, 0
     try:
         while status is None:
-            for p in [pid] + descendants(me):
+            # the program itself every tick; its descendants (a scan of all /proc) every 10th
+            watched = [pid] + (descendants(me) if tick % 10 == 9 else [])
+            tick += 1
+            for p in watched:
                 peak = max(peak, vm_peak(p))
             while True:
                 try:
@@ -220,6 +225,8 @@ def supervise():
     except Stop:
         stopped = True
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the sweep short
+    for p in descendants(me):  # last look at the peaks of those still alive, before they are killed
+        peak = max(peak, vm_peak(p))
     killed = kill_descendants(me) - {pid}
     if status is None:  # stopped at the timeout: the program itself was killed above
         try:
