@@ -206,7 +206,8 @@ def _sandbox_uid() -> int:
     return protections().uid
 
 
-def _classify(returncode: int, status: str, stderr: str, memory_hit: bool, timed_out: bool) -> str:
+def _classify(returncode: int, status: str, stderr: str, memory_hit: bool, timed_out: bool,
+              process_hit: bool = False) -> str:
     if status == "passed":
         return "passed" if returncode == 0 else f"crashed after its tests (exit code {returncode})"
     if status.startswith("sandbox: setup failed"):
@@ -218,7 +219,7 @@ def _classify(returncode: int, status: str, stderr: str, memory_hit: bool, timed
         return "memory limit"
     if memory_hit:  # reached the cap and swallowed the MemoryError (or died of it silently)
         return "memory limit"
-    if status.startswith("BlockingIOError") and "Errno 11" in status:  # fork() beyond RLIMIT_NPROC
+    if (status.startswith("BlockingIOError") and "Errno 11" in status) or process_hit:  # fork() beyond RLIMIT_NPROC
         return "process limit"
     if timed_out:
         return "timeout"
@@ -257,7 +258,9 @@ def run_program(source: str, timeout_s: float = 5.0, memory_mb: int = 1024) -> E
     if "exit" in summary:
         returncode = int(summary["exit"])  # the program's own status, not the supervisor's
     memory_hit = int(summary.get("peak", 0)) >= MEMORY_HIT_SHARE * memory_mb * 1024 * 1024
-    reason = _classify(returncode, status, stderr, memory_hit, timed_out)
+    # Half the cap alive at once: it forked until refused (other sandboxes of the same uid share the cap).
+    process_hit = int(summary.get("procs", 0)) >= MAX_PROCS // 2
+    reason = _classify(returncode, status, stderr, memory_hit, timed_out, process_hit)
     return ExecOutcome(reason == "passed", reason, stdout, stderr, wall_ms, int(summary.get("killed", 0)))
 
 

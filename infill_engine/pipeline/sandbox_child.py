@@ -203,11 +203,12 @@ def supervise():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         run_program()
         sys.exit(0)  # out of this branch: the supervisor's code below is not the program's
-    status, peak, stopped, tick = None, 0, False, 0
+    status, peak, most, stopped, tick = None, 0, 0, False, 0
     try:
         while status is None:
             # the program itself every tick; its descendants (a scan of all /proc) every 10th
-            watched = [pid] + (descendants(me) if tick % 10 == 9 else [])
+            watched = descendants(me) if tick % 10 == 9 else [pid]
+            most = max(most, len(watched))
             tick += 1
             for p in watched:
                 peak = max(peak, vm_peak(p))
@@ -225,7 +226,9 @@ def supervise():
     except Stop:
         stopped = True
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the sweep short
-    for p in descendants(me):  # last look at the peaks of those still alive, before they are killed
+    alive = descendants(me)
+    most = max(most, len(alive))
+    for p in alive:  # last look at the peaks of those still alive, before they are killed
         peak = max(peak, vm_peak(p))
     killed = kill_descendants(me) - {pid}
     if status is None:  # stopped at the timeout: the program itself was killed above
@@ -234,7 +237,7 @@ def supervise():
         except ChildProcessError:
             status = signal.SIGKILL
     code = os.waitstatus_to_exitcode(status) if status is not None else -signal.SIGKILL
-    report("sandbox: exit=%d peak=%d killed=%d stopped=%d" % (code, peak, len(killed), stopped))
+    report("sandbox: exit=%d peak=%d procs=%d killed=%d stopped=%d" % (code, peak, most, len(killed), stopped))
     os._exit(0)
 
 

@@ -110,7 +110,7 @@ def test_fork_bomb_is_capped_and_every_process_killed() -> None:
     )
     start = time.perf_counter()
     outcome = run_program(bomb, timeout_s=2)
-    assert not outcome.passed and outcome.reason in ("timeout", "process limit"), outcome
+    assert (outcome.passed, outcome.reason) == (False, "process limit"), outcome
     assert time.perf_counter() - start < 60
     assert 1 <= outcome.stragglers_killed <= MAX_PROCS + 1, outcome
     workdir = outcome.stdout.split()[0]
