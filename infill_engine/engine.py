@@ -12,6 +12,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 
@@ -81,11 +82,15 @@ class Engine:
             candidates = sorted(candidates, key=lambda c: (not c.text.strip(), -c.score))
         return InfillResult(candidates, forwards, layout.slots, (time.perf_counter() - t0) * 1000, layout.context_cut)
 
-    def score(self, prefix: str, middle: str, suffix: str, groups: int = 4) -> list[TokenLikelihood]:
+    def score(self, prefix: str, middle: str, suffix: str, groups: int = 4,
+              cancel: Callable[[], bool] | None = None) -> list[TokenLikelihood]:
         """Probability of each token of `middle` with it (and every `groups`-th neighbour) masked.
 
         Masking every token alone would cost one forward per token; interleaved groups cost
-        `groups` forwards, batched into one call, and still leave most neighbours visible."""
+        `groups` forwards, batched into one call, and still leave most neighbours visible.
+        With `cancel` (polled before each group; True raises InfillCancelled) the groups run
+        one forward each instead, so a background caller can give way to a keystroke within
+        a quarter of the job."""
         mid = self.backend.encode(middle)
         if not mid:
             return []
@@ -97,9 +102,19 @@ class Engine:
         rows = torch.stack([torch.where(which == g, self.backend.mask_id, truth) for g in range(groups)])
         ids = layout.ids.to(self.backend.device).repeat(groups, 1)
         ids[:, layout.hole] = rows
+        hole = layout.hole.to(ids.device)
         with self._lock, torch.no_grad():
-            state = self.backend.prepare(ids, layout.hole.to(ids.device))
-            logp = torch.log_softmax(self.backend.hole_logits(state, ids).float(), -1)
+            if cancel is None:
+                logits = self.backend.hole_logits(self.backend.prepare(ids, hole), ids)
+            else:
+                parts = []
+                for g in range(groups):
+                    if cancel():
+                        raise InfillCancelled()
+                    row = ids[g : g + 1]
+                    parts.append(self.backend.hole_logits(self.backend.prepare(row, hole), row))
+                logits = torch.cat(parts)
+            logp = torch.log_softmax(logits.float(), -1)
         probs = logp.gather(-1, truth.expand(groups, n)[..., None]).squeeze(-1).exp()
         prob = probs[which, torch.arange(n)]
         out, offset = [], 0

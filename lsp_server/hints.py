@@ -3,12 +3,14 @@
 Every edit (re)starts a timer for its document; when it runs out, the model scores a
 window of lines around the edit (features/hints.py) and the unlikely stretches are
 published as Hint diagnostics.  An inline request pauses the timer (the keystroke's
-suggestion matters more) and schedules it again when done.
+suggestion matters more) and schedules it again when done; a hint job already running
+gives way to it at its next forward (it is a BACKGROUND job on the model thread).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from typing import TYPE_CHECKING
@@ -18,7 +20,7 @@ from lsprotocol import types
 from infill_engine.request import InfillCancelled, InfillError
 
 from .features.hints import unlikely_hints
-from .model_worker import EngineUnavailable
+from .model_worker import BACKGROUND, EngineUnavailable
 
 if TYPE_CHECKING:
     from .session import DiffillServer
@@ -75,8 +77,14 @@ class HintScheduler:
         first = max(0, line - HINT_WINDOW_LINES // 2)
         last = min(len(doc.lines) - 1, first + HINT_WINDOW_LINES)
         start, end = doc.lines.start(first), doc.line_bounds(last)[1]
+        cancel = threading.Event()
         try:
-            hints = await session.run_model(unlikely_hints, doc.text, start, end, cancel=threading.Event())
+            # BACKGROUND: queued behind any keystroke, and a keystroke arriving while it runs
+            # stops it at its next forward (model_worker.py); the inline request re-schedules it.
+            hints = await session.worker.run(
+                functools.partial(unlikely_hints, cancel=cancel.is_set), doc.text, start, end,
+                settings=session.settings, cancel=cancel, priority=BACKGROUND,
+            )
         except (InfillError, InfillCancelled, EngineUnavailable) as exc:
             log.debug("hints skipped: %s", exc)
             return

@@ -1,9 +1,18 @@
 """The one thread the model runs on.
 
 The engine is not re-entrant for batch work, so every model call (and the load) goes
-through a single-worker executor, one at a time, while the asyncio loop stays free to
-answer `shutdown`, other documents and cancellations.  A cancelled request sets its
-event; the engine polls it before every denoising step and stops there.
+through one thread, one at a time, while the asyncio loop stays free to answer
+`shutdown`, other documents and cancellations.  A cancelled request sets its event; the
+engine polls it before every denoising step and stops there.
+
+Jobs are taken by priority, then in arrival order: FOREGROUND (what the user is waiting
+for: the keystroke's suggestion, an action, the load) before BACKGROUND (hints).  A
+foreground job that arrives while a background one runs also sets the background job's
+cancel event, so it gives way at its next step instead of making the keystroke wait for
+the whole job (the hint job is re-scheduled after the keystroke anyway).  Under CPU
+contention every job runs slower, so what the keystroke waits for behind it matters more.
+
+Torch's CPU threads: see cpu_threads() and _quiet_openmp().
 
 A job is a plain function and its arguments, `run(fn, *args)`: the worker calls
 `fn(engine, *args)` on its thread, so the features need no closures to reach the engine.
@@ -12,10 +21,12 @@ A job is a plain function and its arguments, `run(fn, *args)`: the worker calls
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, Callable, TypeVar
 
 from infill_engine.request import InfillCancelled
@@ -30,6 +41,7 @@ T = TypeVar("T")
 # of the plumbing); any other value is a model path or hub id that overrides settings.
 MODEL_ENV = "DIFFILL_MODEL"
 THREADS_ENV = "DIFFILL_THREADS"
+FOREGROUND, BACKGROUND = 0, 1  # job priorities: lower runs first
 
 
 class EngineUnavailable(Exception):
@@ -40,16 +52,29 @@ def cpu_threads() -> int:
     """Threads torch may use on the CPU: half the cores (at least one) unless
     $DIFFILL_THREADS says otherwise.  An editor's helper must leave the editor, the
     compiler and the user's other work room; and on a busy machine a thread pool that
-    wants every core spins against the other processes (on a loaded 2-core box one
-    thread ran a tiny model ~10x faster than two)."""
+    wants every core waits on the slowest of its threads, each sharing a core with someone
+    else (OpenMP's spin-waiting made that far worse: see _quiet_openmp)."""
     value = os.environ.get(THREADS_ENV, "")
     if value.isdigit() and int(value) > 0:
         return int(value)
     return max(1, (os.cpu_count() or 2) // 2)
 
 
+def _quiet_openmp() -> None:
+    """Make idle OpenMP threads sleep instead of spinning.  By default a thread that finishes
+    its share of a matrix product spins for its next one (OMP_WAIT_POLICY active, Intel's
+    KMP_BLOCKTIME 200 ms); beside other busy processes the spinners and the thread still
+    working compete for the same cores.  Measured here on a loaded 2-core box with 2 torch
+    threads and one CPU burner: p50 3.3 s per suggestion spinning, 0.4 s passive.  Must run
+    before the OpenMP runtime starts (the first `import torch` in this process); the user's
+    own setting wins."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("KMP_BLOCKTIME", "0")
+
+
 def load_engine(settings: Settings):
     """Build the engine the settings (or $DIFFILL_MODEL) ask for.  Runs on the worker."""
+    _quiet_openmp()
     import torch
 
     from infill_engine.engine import Engine  # torch import: only on the worker, only when needed
@@ -72,12 +97,53 @@ def model_label(settings: Settings) -> str:
     return override or settings.model or "bundled"
 
 
+class ModelThread:
+    """One daemon thread running jobs by (priority, arrival).  A daemon: a model call in
+    progress must not hold the process open once the server has decided to exit."""
+
+    def __init__(self, name: str = "diffill-model") -> None:
+        self._jobs: list[tuple[int, int, Future, Callable[[], Any], threading.Event | None]] = []
+        self._order = itertools.count()
+        self._wake = threading.Condition()
+        self._running: tuple[int, threading.Event | None] | None = None
+        threading.Thread(target=self._loop, name=name, daemon=True).start()
+
+    def submit(self, fn: Callable[[], T], priority: int = FOREGROUND,
+               cancel: threading.Event | None = None) -> Future:
+        fut: Future = Future()
+        with self._wake:
+            heapq.heappush(self._jobs, (priority, next(self._order), fut, fn, cancel))
+            if self._running is not None and self._running[0] > priority and self._running[1] is not None:
+                self._running[1].set()  # the background job in progress gives way at its next step
+            self._wake.notify()
+        return fut
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._jobs:
+                    self._wake.wait()
+                priority, _, fut, fn, cancel = heapq.heappop(self._jobs)
+                if not fut.set_running_or_notify_cancel():
+                    continue
+                self._running = (priority, cancel)
+            try:
+                result = fn()
+            except BaseException as exc:  # handed to the awaiting coroutine
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+            finally:
+                with self._wake:
+                    self._running = None
+
+
 class ModelWorker:
     def __init__(self, loader: Callable[[Settings], Any] = load_engine,
                  on_state: Callable[[str, str | None], None] | None = None) -> None:
         self._loader = loader
         self._on_state = on_state or (lambda state, message: None)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffill-model")
+        self._thread = ModelThread()
         self._engine: Any = None
         self._key: tuple | None = None
         self._loading: asyncio.Future | None = None
@@ -106,7 +172,7 @@ class ModelWorker:
             loop = asyncio.get_running_loop()
             self._loading_key = key
             self.set_state("loading", f"loading model {model_label(settings)}")
-            self._loading = loop.run_in_executor(self._executor, self._load, settings)
+            self._loading = asyncio.wrap_future(self._thread.submit(lambda: self._load(settings)), loop=loop)
             self._loading.add_done_callback(lambda fut, k=key: self._loaded(fut, k))
         engine = await asyncio.shield(self._loading)
         if engine is None:
@@ -137,10 +203,11 @@ class ModelWorker:
         self._engine, self._key, self._failed_key, self.error = engine, key, None, None
         self.set_state("ready", None)
 
-    async def run(self, fn: Callable[..., T], *args: Any, settings: Settings, cancel: threading.Event) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, settings: Settings, cancel: threading.Event,
+                  priority: int = FOREGROUND) -> T:
         """fn(engine, *args) on the worker, with the engine `settings` ask for.  Cancelling
         the awaiting task sets `cancel`, which the engine sees before its next step
-        (InfillCancelled)."""
+        (InfillCancelled); so does a FOREGROUND job arriving while this BACKGROUND one runs."""
         try:
             engine = await self.ensure_engine(settings)
             loop = asyncio.get_running_loop()
@@ -151,7 +218,7 @@ class ModelWorker:
                     raise InfillCancelled()
                 return fn(engine, *args)
 
-            return await loop.run_in_executor(self._executor, guarded)
+            return await asyncio.wrap_future(self._thread.submit(guarded, priority, cancel), loop=loop)
         except asyncio.CancelledError:
             cancel.set()
             raise

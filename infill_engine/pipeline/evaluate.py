@@ -43,7 +43,7 @@ from typing import Literal, Protocol, Sequence
 
 from tqdm import tqdm
 
-from infill_engine.pipeline.sandbox import ExecOutcome, build_program, run_program
+from infill_engine.pipeline.sandbox import ExecOutcome, build_program, protections, run_program
 from infill_engine.precision import PRECISIONS
 from infill_engine.request import InfillError, InfillOptions, InfillRequest, InfillResult, SamplerSettings
 from infill_engine.syntax.spans import syntax_first
@@ -411,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {engine.name} has random (untrained) weights; its score means nothing", file=sys.stderr)
         if data is None:
             return _report_lines(engine, args, sampler)
+        for line in protections().describe():  # which sandbox protections hold on this machine
+            print(f"sandbox: {line}", file=sys.stderr)
         report = evaluate(
             engine, data, limit=args.limit, length=args.length, sampler=sampler, max_length=args.max_length,
             lengths=args.lengths, progress=not args.no_progress, sample=args.sample, seed=args.seed, timeout_s=args.timeout,

@@ -7,7 +7,7 @@ and publishes the answer as diagnostics.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from .context import context_around
 
@@ -24,13 +24,18 @@ class Hint:
     probability: float
 
 
-def unlikely_hints(engine: Engine, text: str, start: int, end: int, *, below: float = HINT_PROBABILITY) -> list[Hint]:
-    """Stretches of text[start:end] the model finds unlikely, merged when adjacent."""
+def unlikely_hints(engine: Engine, text: str, start: int, end: int, *, below: float = HINT_PROBABILITY,
+                   cancel: Callable[[], bool] | None = None) -> list[Hint]:
+    """Stretches of text[start:end] the model finds unlikely, merged when adjacent.  `cancel`
+    is polled between the model's forwards (InfillCancelled): a keystroke need not wait for
+    the whole job."""
     if start >= end:
         return []
     prefix, suffix = context_around(text, start, end)
     hints: list[Hint] = []
-    for token in engine.score(prefix, text[start:end], suffix):
+    scored = engine.score(prefix, text[start:end], suffix, cancel=cancel) if cancel else engine.score(
+        prefix, text[start:end], suffix)
+    for token in scored:
         if token.probability >= below or not token.text.strip():
             continue
         s, e = start + token.start, start + token.end

@@ -560,8 +560,8 @@ async def test_inline_completion_with_the_bundled_model():
 
         # A model that cannot be loaded: an error status and message, empty answers, no crash.
         await configure(lsp, model="/no/such/model")
-        for _ in range(200):
-            if lsp.statuses and lsp.statuses[-1]["state"] == "error":
+        for _ in range(200):  # the status and the message are two notifications: wait for both
+            if lsp.statuses and lsp.statuses[-1]["state"] == "error" and lsp.messages:
                 break
             await asyncio.sleep(0.05)
         assert lsp.statuses[-1]["state"] == "error" and "/no/such/model" in lsp.statuses[-1]["message"]
