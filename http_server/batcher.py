@@ -154,6 +154,8 @@ class Batcher:
 
     def _stopped(self, job: Job) -> bool:
         reason = job.stop_reason()
+        if isinstance(reason, InfillCancelled):
+            self.metrics.errors.labels("cancelled").inc()
         if reason is not None:
             job.fail(reason)
         return reason is not None
@@ -168,7 +170,7 @@ class Batcher:
             self._finish(job, self.engine.infill(job.req))
         except InfillCancelled:
             job.req.cancel = user_cancel
-            job.fail(job.stop_reason() or InfillCancelled())
+            self._stopped(job) or job.fail(InfillCancelled())
         except Exception as exc:
             job.fail(exc)
 

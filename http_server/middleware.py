@@ -11,8 +11,8 @@ import time
 from .metrics import Metrics
 
 ENDPOINTS = {"/v1/infill", "/v1/completions", "/v1/models", "/health", "/metrics"}
-ERROR_KINDS = {401: "auth", 413: "too_large", 422: "invalid", 499: "cancelled", 503: "queue_full",
-               504: "timeout"}
+# 499 (client went away) is left out: the batcher counts cancellations, streamed ones included.
+ERROR_KINDS = {401: "auth", 413: "too_large", 422: "invalid", 503: "queue_full", 504: "timeout"}
 
 
 class BodyLimit:
@@ -76,5 +76,5 @@ class RequestMetrics:
         finally:
             self.metrics.requests.labels(endpoint, str(status)).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
-            if status >= 400:
+            if status >= 400 and status != 499:
                 self.metrics.errors.labels(ERROR_KINDS.get(status, "internal" if status >= 500 else "client")).inc()
