@@ -3,6 +3,7 @@
     POST /v1/infill        {prefix, suffix, max_tokens, length, candidates, sampler, stream}
     POST /v1/completions   OpenAI's completions shape; prompt + suffix is fill-in-the-middle
     GET  /v1/models        OpenAI's model list (one model)
+    POST /v1/score, /v1/repair, /v1/tokenize   what the language server needs besides infill
     GET  /health           no auth: for load balancers and `diffill serve --ray` probes
     GET  /metrics          Prometheus text
 
@@ -35,9 +36,10 @@ from .batcher import Batcher, InfillTimeout, QueueFull
 from .config import ServeConfig
 from .metrics import CONTENT_TYPE, Metrics
 from .middleware import BodyLimit, RequestMetrics
-from .schemas import CompletionBody, InfillBody
+from .schemas import CompletionBody, InfillBody, RepairBody, ScoreBody, TokenizeBody
 
 POLL_S = 0.05  # how often a waiting handler checks that its client is still there
+KEEPALIVE_S = 0.5  # a stream with no step for this long sends an SSE comment: clients can check their own cancel
 
 
 class ClientGone(Exception):
@@ -98,7 +100,10 @@ def create_app(engine: Engine, config: ServeConfig = ServeConfig()) -> FastAPI:
                                            "msg": f"must be at most {limit} (the model's window)"}])
 
     async def run(request: Request, req: InfillRequest, cancel: threading.Event) -> InfillResult:
-        future = asyncio.wrap_future(batcher.submit(req, config.timeout_s))
+        return await wait(request, batcher.submit(req, config.timeout_s), cancel)
+
+    async def wait(request: Request, job, cancel: threading.Event):
+        future = asyncio.wrap_future(job)
         try:
             while True:
                 done, _ = await asyncio.wait({future}, timeout=POLL_S)
@@ -113,7 +118,8 @@ def create_app(engine: Engine, config: ServeConfig = ServeConfig()) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": name, "queue": batcher.queue_depth, "batching": batcher.batching}
+        return {"status": "ok", "model": name, "engine": engine.name, "random": engine.is_random,
+                "max_tokens": limit, "queue": batcher.queue_depth, "batching": batcher.batching}
 
     @app.get("/metrics", dependencies=guarded)
     async def prometheus():
@@ -133,7 +139,7 @@ def create_app(engine: Engine, config: ServeConfig = ServeConfig()) -> FastAPI:
                                                "input": body.length, "msg": "must be 'auto' or at least 1"}])
         cancel = threading.Event()
         req = InfillRequest(body.prefix, body.suffix, length=None if body.length == "auto" else body.length,
-                            max_length=body.max_tokens, candidates=body.candidates,
+                            max_length=body.max_tokens, candidates=body.candidates, between=tuple(body.between),
                             sampler=body.sampler.settings(), cancel=cancel.is_set)
         if body.stream:
             return StreamingResponse(stream_steps(req, cancel), media_type="text/event-stream")
@@ -143,7 +149,27 @@ def create_app(engine: Engine, config: ServeConfig = ServeConfig()) -> FastAPI:
         first = result.candidates[0]
         return {"model": name, "text": first.text, "tokens": len(first.token_confidences),
                 "forwards": result.forwards, "ms": round(result.wall_ms, 2), "context_cut": result.context_cut,
-                "candidates": [{"text": c.text, "score": c.score} for c in result.candidates]}
+                "hole_tokens": result.hole_tokens,
+                "candidates": [{"text": c.text, "score": c.score, "confidences": c.token_confidences}
+                               for c in result.candidates]}
+
+    @app.post("/v1/score", dependencies=guarded)
+    async def score(body: ScoreBody, request: Request):
+        job = batcher.call(lambda e: e.score(body.prefix, body.middle, body.suffix), config.timeout_s)
+        tokens = await wait(request, job, threading.Event())
+        return {"tokens": [{"start": t.start, "end": t.end, "text": t.text, "probability": t.probability}
+                           for t in tokens]}
+
+    @app.post("/v1/repair", dependencies=guarded)
+    async def repair(body: RepairBody, request: Request):
+        settings = body.sampler.settings()
+        job = batcher.call(lambda e: e.repair(body.prefix, body.middle, body.suffix, body.fraction, settings),
+                           config.timeout_s)
+        return infill_answer(await wait(request, job, threading.Event()))
+
+    @app.post("/v1/tokenize", dependencies=guarded)
+    async def tokenize(body: TokenizeBody):
+        return {"count": engine.count_tokens(body.text)}
 
     async def stream_steps(req: InfillRequest, cancel: threading.Event) -> AsyncIterator[str]:
         """Server-sent events: `step` per forward (the hole so far, masked slots as ░), then
@@ -151,7 +177,10 @@ def create_app(engine: Engine, config: ServeConfig = ServeConfig()) -> FastAPI:
         generator, which sets the cancel flag."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        req.on_step = lambda step, texts: loop.call_soon_threadsafe(events.put_nowait, ("step", step, texts[0]))
+        done_fraction = [0.0]  # progress comes just before each step; the step event carries it
+        req.progress = lambda fraction: done_fraction.__setitem__(0, fraction)
+        req.on_step = lambda step, texts: loop.call_soon_threadsafe(
+            events.put_nowait, ("step", step, texts[0], done_fraction[0]))
         try:
             future = batcher.submit(req, config.timeout_s)
         except QueueFull:
@@ -160,9 +189,13 @@ def create_app(engine: Engine, config: ServeConfig = ServeConfig()) -> FastAPI:
         future.add_done_callback(lambda f: loop.call_soon_threadsafe(events.put_nowait, ("end", f)))
         try:
             while True:
-                kind, *rest = await events.get()
+                try:
+                    kind, *rest = await asyncio.wait_for(events.get(), KEEPALIVE_S)
+                except asyncio.TimeoutError:
+                    yield ": waiting\n\n"
+                    continue
                 if kind == "step":
-                    yield sse("step", {"step": rest[0], "text": rest[1]})
+                    yield sse("step", {"step": rest[0], "text": rest[1], "done": round(rest[2], 4)})
                     continue
                 exc = rest[0].exception()
                 if exc is None:

@@ -19,6 +19,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 
@@ -41,13 +42,14 @@ class InfillTimeout(Exception):
 
 @dataclass
 class Job:
-    req: InfillRequest
+    req: InfillRequest | None  # None: a `call` job
     deadline: float
     future: Future = field(default_factory=Future)
     loop: HoleLoop | None = None
+    call: Callable[[Engine], Any] | None = None  # other model work (score, repair): run whole, between steps
 
     def stop_reason(self) -> Exception | None:
-        if self.req.cancel is not None and self.req.cancel():
+        if self.req is not None and self.req.cancel is not None and self.req.cancel():
             return InfillCancelled()
         if time.monotonic() > self.deadline:
             return InfillTimeout("the request took longer than its timeout")
@@ -57,7 +59,7 @@ class Job:
         if not self.future.done():
             self.future.set_exception(exc)
 
-    def succeed(self, result: InfillResult) -> None:
+    def succeed(self, result: Any) -> None:
         if not self.future.done():
             self.future.set_result(result)
 
@@ -79,7 +81,13 @@ class Batcher:
 
     def submit(self, req: InfillRequest, timeout_s: float) -> Future:
         """Queue `req`; the future holds its InfillResult or the exception that ended it."""
-        job = Job(req, time.monotonic() + timeout_s)
+        return self._put(Job(req, time.monotonic() + timeout_s))
+
+    def call(self, fn: Callable[[Engine], Any], timeout_s: float) -> Future:
+        """fn(engine) on the model thread, between two batched steps; the future holds its value."""
+        return self._put(Job(None, time.monotonic() + timeout_s, call=fn))
+
+    def _put(self, job: Job) -> Future:
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -97,6 +105,9 @@ class Batcher:
         context: ContextBatch | None = None
         while not self._stop.is_set():
             joined = self._take(active)
+            for job in [job for job in joined if job.call is not None]:
+                self._run_call(job)
+            joined = [job for job in joined if job.call is None]
             if not self.batching:
                 for job in joined:
                     self._run_alone(job)
@@ -159,6 +170,14 @@ class Batcher:
         if reason is not None:
             job.fail(reason)
         return reason is not None
+
+    def _run_call(self, job: Job) -> None:
+        if self._stopped(job):
+            return
+        try:
+            job.succeed(job.call(self.engine))
+        except Exception as exc:
+            job.fail(exc)
 
     def _run_alone(self, job: Job) -> None:
         if self._stopped(job):

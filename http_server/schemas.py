@@ -31,8 +31,30 @@ class InfillBody(BaseModel):
     max_tokens: int = Field(InfillOptions.max_length, ge=1, description="most tokens an auto-length hole takes")
     length: Literal["auto"] | int = "auto"
     candidates: int = Field(1, ge=1, le=16)
+    between: list[str] = Field(default_factory=list, description="text between tied holes (rename)")
     sampler: SamplerBody = Field(default_factory=SamplerBody)
     stream: bool = False
+
+
+class ScoreBody(BaseModel):
+    """POST /v1/score: how likely the model finds each token of `middle` (the language server's hints)."""
+
+    model_config = ConfigDict(extra="forbid")
+    prefix: str
+    middle: str
+    suffix: str = ""
+
+
+class RepairBody(ScoreBody):
+    """POST /v1/repair: re-mask the least likely `fraction` of middle's tokens and refill them."""
+
+    fraction: float = Field(0.25, gt=0, le=1)
+    sampler: SamplerBody = Field(default_factory=SamplerBody)
+
+
+class TokenizeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str
 
 
 class CompletionBody(BaseModel):

@@ -30,6 +30,7 @@ T = TypeVar("T")
 # of the plumbing); any other value is a model path or hub id that overrides settings.
 MODEL_ENV = "DIFFILL_MODEL"
 THREADS_ENV = "DIFFILL_THREADS"
+SERVER_TOKEN_ENV = "DIFFILL_SERVER_TOKEN"  # the token for diffill.server.url, kept out of settings files
 
 
 class EngineUnavailable(Exception):
@@ -54,6 +55,10 @@ def load_engine(settings: Settings):
 
     from infill_engine.engine import Engine  # torch import: only on the worker, only when needed
 
+    if settings.server_url:  # a shared server does the model work: load nothing here
+        from .remote_engine import RemoteEngine
+
+        return RemoteEngine(settings.server_url, settings.server_token or os.environ.get(SERVER_TOKEN_ENV))
     if settings.device == "cpu":
         torch.set_num_threads(cpu_threads())
     override = os.environ.get(MODEL_ENV)
@@ -68,6 +73,8 @@ def load_engine(settings: Settings):
 
 
 def model_label(settings: Settings) -> str:
+    if settings.server_url:
+        return settings.server_url
     override = os.environ.get(MODEL_ENV)
     return override or settings.model or "bundled"
 

@@ -46,10 +46,14 @@ class Settings:
     candidates: int = InfillOptions.candidates
     debounce_ms: int = 150  # editors that debounce as-you-type requests wait this long
     features: Features = field(default_factory=Features)
+    # diffill.server.url / .token: infill on a shared `diffill serve --http` instead of a local model
+    server_url: str | None = None
+    server_token: str | None = None
 
-    def engine_key(self) -> tuple[str | None, str, bool, bool]:
+    def engine_key(self) -> tuple:
         """What identifies a loaded engine: a change here means loading another one."""
-        return (self.model, self.device, self.allow_network, self.trust_remote_code)
+        return (self.model, self.device, self.allow_network, self.trust_remote_code, self.server_url,
+                self.server_token)
 
     @property
     def infill(self) -> InfillOptions:
@@ -133,6 +137,11 @@ def merge_settings(previous: Settings, raw: Any) -> tuple[Settings, list[str]]:
             changes["features"] = features
             problems.extend(feature_problems)
             continue
+        if key == "server":
+            server, server_problems = _merge_server(previous, value)
+            changes.update(server)
+            problems.extend(server_problems)
+            continue
         name = known.get(key)
         if name is None:
             problems.append(f"diffill.{key}: unknown setting (ignored)")
@@ -162,6 +171,24 @@ def _merge_features(previous: Features, raw: Any) -> tuple[Features, list[str]]:
     return replace(previous, **changes), problems
 
 
+def _merge_server(previous: Settings, raw: Any) -> tuple[dict[str, Any], list[str]]:
+    """diffill.server: {"url": "http://gpu-box:8000" or null, "token": "..." or null}."""
+    if not isinstance(raw, dict):
+        return {}, [f"diffill.server: expected an object with url and token, got {type(raw).__name__}"]
+    changes: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, value in raw.items():
+        if key not in ("url", "token"):
+            problems.append(f"diffill.server.{key}: unknown setting (ignored)")
+        elif value is not None and (not isinstance(value, str) or not value.strip()):
+            problems.append(f"diffill.server.{key}: expected text or null; keeping the previous value")
+        elif key == "url" and value is not None and not re.match(r"^https?://", value):
+            problems.append(f"diffill.server.url: expected http://HOST:PORT or https://..., got {value!r}")
+        else:
+            changes[f"server_{key}"] = value.strip() if value else None
+    return changes, problems
+
+
 def settings_section(raw: Any) -> Any:
     """The diffill part of a didChangeConfiguration payload.
 
@@ -174,5 +201,5 @@ def settings_section(raw: Any) -> Any:
         return raw["diffill"]
     # A client that pushes every extension's settings at once: take the payload as ours
     # only if it names one of our keys, so other tools' settings are not "unknown keys".
-    ours = {_camel(name) for name in _CHECKS} | {"features"}
+    ours = {_camel(name) for name in _CHECKS} | {"features", "server"}
     return raw if ours & set(raw) else None
