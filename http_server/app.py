@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import threading
 import time
@@ -118,7 +119,7 @@ def create_app(engine: Engine, config: ServeConfig = ServeConfig()) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": name, "engine": engine.name, "random": engine.is_random,
+        return {"status": "ok", "model": name, "engine": engine.name, "random": engine.is_random, "pid": os.getpid(),
                 "max_tokens": limit, "queue": batcher.queue_depth, "batching": batcher.batching}
 
     @app.get("/metrics", dependencies=guarded)

@@ -35,7 +35,20 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (uvicorn's TLS)")
     ap.add_argument("--ssl-keyfile", help="the certificate's private key")
     ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    ray = ap.add_argument_group("scale out on Ray Serve (pip install -e '.[serve]')")
+    ray.add_argument("--ray", action="store_true", help="serve through Ray Serve replicas")
+    ray.add_argument("--replicas", type=int, default=1)
+    ray.add_argument("--gpus-per-replica", type=float, default=0.0)
+    ray.add_argument("--cpus-per-replica", type=float, default=1.0)
+    ray.add_argument("--autoscale", type=_bounds, metavar="MIN:MAX", help="autoscale between MIN and MAX replicas")
     return ap
+
+
+def _bounds(value: str) -> tuple[int, int]:
+    low, sep, high = value.partition(":")
+    if not sep or not low.isdigit() or not high.isdigit() or not 0 < int(low) <= int(high):
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX replicas (e.g. 1:4), got {value!r}")
+    return int(low), int(high)
 
 
 def config_from(args: argparse.Namespace) -> ServeConfig:
@@ -67,6 +80,14 @@ def serve(argv: list[str]) -> int:
     if bool(config.ssl_certfile) != bool(config.ssl_keyfile):
         print("diffill: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
         return 2
+    if args.ray:
+        from .ray_app import RayOptions, run
+
+        print(f"diffill: Ray Serve, {args.replicas} replica(s), on http://{config.host}:{config.port}",
+              file=sys.stderr, flush=True)
+        run(config, RayOptions(args.replicas, args.gpus_per_replica, args.cpus_per_replica, args.autoscale),
+            args.threads)
+        return 0
     import uvicorn
 
     from .app import create_app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import torch
 
@@ -32,6 +34,12 @@ def server(bundled):
     """The bundled model behind bearer auth, batching on."""
     with LiveServer(create_app(bundled, ServeConfig(tokens=frozenset({TOKEN}), max_body_bytes=64 * 1024))) as live:
         yield live
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def live(engine: Engine, **config) -> LiveServer:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -22,16 +21,11 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 from lsp_server.remote_engine import RemoteEngine
 from infill_engine.request import InfillCancelled, InfillError, InfillRequest, SamplerSettings
 from tests import REPO
+from tests.http.conftest import free_port
 from tests.lsp.harness import (SERVER_COMMAND, SOURCE, capabilities, edits_for, make_client, open_doc, position_of,
                                server_env)
 
 TOKEN = "team-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +124,16 @@ async def test_lsp_completes_and_acts_through_the_http_server(lsp: LanguageClien
     assert edits_for(resolved.edit, uri)
     after = server_metric(http_server, 'diffill_requests_total{endpoint="/v1/infill",status="200"}')
     assert after >= before + 2
+
+
+def test_server_settings_are_checked_and_change_the_engine():
+    from lsp_server.settings import Settings, merge_settings
+
+    new, problems = merge_settings(Settings(), {"server": {"url": "http://gpu-box:8000", "token": "t"}})
+    assert (new.server_url, new.server_token, problems) == ("http://gpu-box:8000", "t", [])
+    assert new.engine_key() != Settings().engine_key()  # pointing at a server means another engine
+    kept, problems = merge_settings(new, {"server": {"url": "gpu-box:8000", "port": 1}})
+    assert kept.server_url == "http://gpu-box:8000"
+    assert any("diffill.server.url" in p for p in problems) and any("diffill.server.port" in p for p in problems)
+    off, _ = merge_settings(new, {"server": {"url": None}})
+    assert off.server_url is None
