@@ -14,12 +14,15 @@ from fastapi import FastAPI
 
 
 class LiveServer:
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1"):
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", ssl_certfile: str | None = None,
+                 ssl_keyfile: str | None = None):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, 0))
-        self.url = f"http://{host}:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        scheme = "https" if ssl_certfile else "http"
+        self.url = f"{scheme}://{host}:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+                                                    ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self) -> "LiveServer":

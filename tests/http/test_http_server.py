@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
+import ssl
+import subprocess
 import time
 
 import httpx
 import openai
 import pytest
 
+from http_server.app import create_app
+from http_server.config import ServeConfig
 from http_server.hole_batch import ContextBatch, HoleLoop, forward_holes
+from http_server.live import LiveServer
 from infill_engine.request import InfillRequest
 
 from .conftest import TOKEN, live
@@ -185,3 +191,34 @@ def _assert_model_free(url: str) -> None:
     assert r.status_code == 200 and time.monotonic() - t0 < 2.0
     errors = metric(httpx.get(f"{url}/metrics").text, 'diffill_errors_total{kind="cancelled"}')
     assert errors == 1
+
+
+def test_tls_through_uvicorns_options(tiny, tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    with LiveServer(create_app(tiny, ServeConfig()), ssl_certfile=str(cert), ssl_keyfile=str(key)) as server:
+        assert server.url.startswith("https://")
+        trusted = ssl.create_default_context(cafile=str(cert))
+        assert httpx.get(f"{server.url}/health", verify=trusted).json()["status"] == "ok"
+        with pytest.raises(httpx.ConnectError):  # an untrusted certificate is refused, so TLS is really on
+            httpx.get(f"{server.url}/health")
+
+
+def test_tokens_come_from_a_file_and_the_environment(tmp_path):
+    from http_server.config import TOKENS_ENV, load_tokens
+
+    path = tmp_path / "tokens"
+    path.write_text("# editors of team A\nalpha\n\nbeta  # laptop\n")
+    assert load_tokens(str(path), {TOKENS_ENV: "gamma, delta"}) == {"alpha", "beta", "gamma", "delta"}
+    assert load_tokens(None, {}) == frozenset()
+
+
+def test_serve_binds_loopback_unless_told():
+    from http_server.cli import build_parser, config_from
+
+    assert config_from(build_parser().parse_args(["--http", ":8000"])).host == "127.0.0.1"
+    assert config_from(build_parser().parse_args(["--http", "0.0.0.0:8000"])).host == "0.0.0.0"
