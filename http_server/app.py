@@ -172,22 +172,22 @@ def create_app(engine: Engine, config: ServeConfig = ServeConfig()) -> FastAPI:
     async def tokenize(body: TokenizeBody):
         return {"count": engine.count_tokens(body.text)}
 
-    async def stream_steps(req: InfillRequest, cancel: threading.Event) -> AsyncIterator[str]:
+    def stream_steps(req: InfillRequest, cancel: threading.Event) -> AsyncIterator[str]:
         """Server-sent events: `step` per forward (the hole so far, masked slots as ░), then
-        `done` with the /v1/infill answer, or `error`.  A client that goes away ends the
-        generator, which sets the cancel flag."""
+        `done` with the /v1/infill answer, or `error`.  The request is queued here, before the
+        response starts, so a full queue is still a plain 503.  A client that goes away ends
+        the generator, which sets the cancel flag."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         done_fraction = [0.0]  # progress comes just before each step; the step event carries it
         req.progress = lambda fraction: done_fraction.__setitem__(0, fraction)
         req.on_step = lambda step, texts: loop.call_soon_threadsafe(
             events.put_nowait, ("step", step, texts[0], done_fraction[0]))
-        try:
-            future = batcher.submit(req, config.timeout_s)
-        except QueueFull:
-            yield sse("error", {"status": 503, "detail": "the server is busy; retry shortly"})
-            return
+        future = batcher.submit(req, config.timeout_s)  # QueueFull: 503 from the handler
         future.add_done_callback(lambda f: loop.call_soon_threadsafe(events.put_nowait, ("end", f)))
+        return relay(events, cancel)
+
+    async def relay(events: asyncio.Queue, cancel: threading.Event) -> AsyncIterator[str]:
         try:
             while True:
                 try:

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -51,15 +52,18 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
-def measure(url: str, label: str, args, bodies: list[dict], headers: dict) -> list[dict]:
-    asyncio.run(load(url, 1, 2, bodies, headers))  # warm-up: first-call costs are not the server's speed
+def measure(servers: dict[str, str], args, bodies: list[dict], headers: dict) -> list[dict]:
+    """Every mode at each client count in turn, so a change in the machine's load hits both alike."""
+    for url in servers.values():
+        asyncio.run(load(url, 1, 2, bodies, headers))  # warm-up: first-call costs are not the server's speed
     rows = []
     for clients in args.clients:
-        rate, lat = asyncio.run(load(url, clients, max(args.requests, 2 * clients), bodies, headers))
-        rows.append({"mode": label, "clients": clients, "rps": rate,
-                     "p50": percentile(lat, 50), "p95": percentile(lat, 95)})
-        print(f"  {label:<12} {clients:>3} clients  {rate:6.2f} req/s", flush=True)
-    return rows
+        for label, url in servers.items():
+            rate, lat = asyncio.run(load(url, clients, max(args.requests, 2 * clients), bodies, headers))
+            rows.append({"mode": label, "clients": clients, "rps": rate,
+                         "p50": percentile(lat, 50), "p95": percentile(lat, 95)})
+            print(f"  {label:<12} {clients:>3} clients  {rate:6.2f} req/s", flush=True)
+    return sorted(rows, key=lambda r: (r["mode"] != "batching off", r["clients"]))
 
 
 def print_table(rows: list[dict]) -> None:
@@ -110,8 +114,10 @@ def main(argv: list[str]) -> int:
     bodies = holes(12, args.max_tokens)
     if args.url:
         headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
-        rows = measure(args.url.rstrip("/"), "as running", args, bodies, headers)
+        rows = measure({"as running": args.url.rstrip("/")}, args, bodies, headers)
     else:
+        from contextlib import ExitStack
+
         from .app import create_app
         from .cli import load_engine
         from .live import LiveServer
@@ -119,10 +125,10 @@ def main(argv: list[str]) -> int:
         config = ServeConfig(model=args.model, device=args.device, max_queue=1024, timeout_s=600)
         engine = load_engine(config, args.threads)
         print(f"diffill bench --http: {engine.name} on {args.device}, {args.max_tokens}-token holes", flush=True)
-        rows = []
-        for label, max_batch in (("batching off", 1), ("batching on", args.max_batch)):
-            with LiveServer(create_app(engine, ServeConfig(**{**config.__dict__, "max_batch": max_batch}))) as live:
-                rows += measure(live.url, label, args, bodies, {})
+        with ExitStack() as stack:  # both servers share the engine; only one is busy at a time
+            servers = {label: stack.enter_context(LiveServer(create_app(engine, replace(config, max_batch=size)))).url
+                       for label, size in (("batching off", 1), ("batching on", args.max_batch))}
+            rows = measure(servers, args, bodies, {})
     print_table(rows)
     if args.plot:
         plot(rows, args.plot)

@@ -156,10 +156,12 @@ def test_batched_loops_match_lone_requests_with_tied_holes_and_candidates(bundle
 
 def test_full_queue_is_503_with_retry_after(tiny):
     with live(tiny, max_batch=1, max_queue=1, timeout_s=30) as server:
-        answers = asyncio.run(_post_all(server.url, [{**SLOW, "length": 60}] * 5))
+        bodies = [{**SLOW, "length": 60, "stream": n % 2 == 1} for n in range(6)]  # a stream is refused the same way
+        answers = asyncio.run(_post_all(server.url, bodies))
     codes = sorted(r.status_code for r in answers)
     assert codes.count(200) >= 2 and codes.count(503) >= 1 and set(codes) <= {200, 503}
     assert all(r.headers["retry-after"] == "1" for r in answers if r.status_code == 503)
+    assert any(r.status_code == 503 for r, b in zip(answers, bodies) if b["stream"])
 
 
 def test_a_slow_request_times_out_with_504(tiny):
