@@ -55,10 +55,10 @@ def load_engine(settings: Settings):
 
     from infill_engine.engine import Engine  # torch import: only on the worker, only when needed
 
-    if settings.server_url:  # a shared server does the model work: load nothing here
+    if settings.server.url:  # a shared server does the model work: load nothing here
         from .remote_engine import RemoteEngine
 
-        return RemoteEngine(settings.server_url, settings.server_token or os.environ.get(SERVER_TOKEN_ENV))
+        return RemoteEngine(settings.server.url, settings.server.token or os.environ.get(SERVER_TOKEN_ENV))
     if settings.device == "cpu":
         torch.set_num_threads(cpu_threads())
     override = os.environ.get(MODEL_ENV)
@@ -73,8 +73,8 @@ def load_engine(settings: Settings):
 
 
 def model_label(settings: Settings) -> str:
-    if settings.server_url:
-        return settings.server_url
+    if settings.server.url:
+        return settings.server.url
     override = os.environ.get(MODEL_ENV)
     return override or settings.model or "bundled"
 

@@ -35,6 +35,14 @@ class Features:
 
 
 @dataclass(frozen=True)
+class Server:
+    """diffill.server.url / .token: infill on a shared `diffill serve --http` instead of a local model."""
+
+    url: str | None = None
+    token: str | None = None  # also $DIFFILL_SERVER_TOKEN, which keeps it out of settings files
+
+
+@dataclass(frozen=True)
 class Settings:
     enabled: bool = True
     model: str | None = None  # local path or hub id; None = the bundled model
@@ -46,14 +54,11 @@ class Settings:
     candidates: int = InfillOptions.candidates
     debounce_ms: int = 150  # editors that debounce as-you-type requests wait this long
     features: Features = field(default_factory=Features)
-    # diffill.server.url / .token: infill on a shared `diffill serve --http` instead of a local model
-    server_url: str | None = None
-    server_token: str | None = None
+    server: Server = field(default_factory=Server)
 
     def engine_key(self) -> tuple:
         """What identifies a loaded engine: a change here means loading another one."""
-        return (self.model, self.device, self.allow_network, self.trust_remote_code, self.server_url,
-                self.server_token)
+        return (self.model, self.device, self.allow_network, self.trust_remote_code, self.server)
 
     @property
     def infill(self) -> InfillOptions:
@@ -138,8 +143,7 @@ def merge_settings(previous: Settings, raw: Any) -> tuple[Settings, list[str]]:
             problems.extend(feature_problems)
             continue
         if key == "server":
-            server, server_problems = _merge_server(previous, value)
-            changes.update(server)
+            changes["server"], server_problems = _merge_server(previous.server, value)
             problems.extend(server_problems)
             continue
         name = known.get(key)
@@ -171,22 +175,26 @@ def _merge_features(previous: Features, raw: Any) -> tuple[Features, list[str]]:
     return replace(previous, **changes), problems
 
 
-def _merge_server(previous: Settings, raw: Any) -> tuple[dict[str, Any], list[str]]:
-    """diffill.server: {"url": "http://gpu-box:8000" or null, "token": "..." or null}."""
+def _merge_server(previous: Server, raw: Any) -> tuple[Server, list[str]]:
+    """diffill.server: {"url": "http://gpu-box:8000" or null, "token": "..." or null}.  Other keys
+    under diffill.server (command, pythonPath, env) are how an editor starts this process: not ours."""
     if not isinstance(raw, dict):
-        return {}, [f"diffill.server: expected an object with url and token, got {type(raw).__name__}"]
+        return previous, [f"diffill.server: expected an object with url and token, got {type(raw).__name__}"]
     changes: dict[str, Any] = {}
     problems: list[str] = []
-    for key, value in raw.items():
-        if key not in ("url", "token"):
-            problems.append(f"diffill.server.{key}: unknown setting (ignored)")
-        elif value is not None and (not isinstance(value, str) or not value.strip()):
+    for key in ("url", "token"):
+        if key not in raw:
+            continue
+        value = raw[key]
+        if isinstance(value, str) and not value.strip():
+            value = None  # an empty box in a settings UI means "not set"
+        if value is not None and not isinstance(value, str):
             problems.append(f"diffill.server.{key}: expected text or null; keeping the previous value")
         elif key == "url" and value is not None and not re.match(r"^https?://", value):
             problems.append(f"diffill.server.url: expected http://HOST:PORT or https://..., got {value!r}")
         else:
-            changes[f"server_{key}"] = value.strip() if value else None
-    return changes, problems
+            changes[key] = value.strip() if value else None
+    return replace(previous, **changes), problems
 
 
 def settings_section(raw: Any) -> Any:
