@@ -224,3 +224,15 @@ def test_serve_binds_loopback_unless_told():
 
     assert config_from(build_parser().parse_args(["--http", ":8000"])).host == "127.0.0.1"
     assert config_from(build_parser().parse_args(["--http", "0.0.0.0:8000"])).host == "0.0.0.0"
+
+
+def test_bench_http_prints_both_modes_side_by_side(capsys):
+    from lsp_server.cli import main
+
+    assert main(["bench", "--http", "--model", "tiny-random", "--threads", "1", "--clients", "1,2",
+                 "--requests", "2", "--max-tokens", "4"]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"^batching (off|on)\s+(\d+)\s+([\d.]+)\s+(\d+)\s+(\d+)$", out, re.M)
+    assert sorted((mode, int(c)) for mode, c, *_ in rows) == [("off", 1), ("off", 2), ("on", 1), ("on", 2)]
+    assert all(float(rps) > 0 and int(p50) <= int(p95) for *_, rps, p50, p95 in rows)
+    assert "batching on / off at 2 clients" in out
