@@ -113,8 +113,10 @@ def create_app(engine: Engine, config: ServeConfig = ServeConfig()) -> FastAPI:
                 if await request.is_disconnected():
                     cancel.set()
                     raise ClientGone()
-        except (asyncio.CancelledError, InfillCancelled):
+        except asyncio.CancelledError:  # the server is shutting down, or the connection task went
             cancel.set()
+            raise
+        except InfillCancelled:
             raise ClientGone() from None
 
     @app.get("/health")

@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     ray = ap.add_argument_group("scale out on Ray Serve (pip install -e '.[serve]')")
     ray.add_argument("--ray", action="store_true", help="serve through Ray Serve replicas")
     ray.add_argument("--replicas", type=int, default=1)
-    ray.add_argument("--gpus-per-replica", type=float, default=0.0)
+    ray.add_argument("--gpus-per-replica", type=float, default=None,
+                     help="default: 1 with --device cuda, else 0")
     ray.add_argument("--cpus-per-replica", type=float, default=1.0)
     ray.add_argument("--autoscale", type=_bounds, metavar="MIN:MAX", help="autoscale between MIN and MAX replicas")
     return ap
@@ -83,9 +84,14 @@ def serve(argv: list[str]) -> int:
     if args.ray:
         from .ray_app import RayOptions, run
 
+        if config.ssl_certfile:
+            print("diffill: with --ray, Ray's proxy serves HTTP; put TLS in front of it (a load balancer)",
+                  file=sys.stderr)
+            return 2
+        gpus = args.gpus_per_replica if args.gpus_per_replica is not None else float(config.device != "cpu")
         print(f"diffill: Ray Serve, {args.replicas} replica(s), on http://{config.host}:{config.port}",
               file=sys.stderr, flush=True)
-        run(config, RayOptions(args.replicas, args.gpus_per_replica, args.cpus_per_replica, args.autoscale),
+        run(config, RayOptions(args.replicas, gpus, args.cpus_per_replica, args.autoscale),
             args.threads)
         return 0
     import uvicorn
