@@ -18,7 +18,8 @@ from http_server.app import create_app
 from http_server.config import ServeConfig
 from http_server.hole_batch import ContextBatch, HoleLoop, forward_holes
 from http_server.live import LiveServer
-from infill_engine.request import InfillRequest
+from infill_engine.engine import Engine
+from infill_engine.request import InfillRequest, SamplerSettings
 
 from .conftest import TOKEN, live
 
@@ -236,3 +237,19 @@ def test_bench_http_prints_both_modes_side_by_side(capsys):
     assert sorted((mode, int(c)) for mode, c, *_ in rows) == [("off", 1), ("off", 2), ("on", 1), ("on", 2)]
     assert all(float(rps) > 0 and int(p50) <= int(p95) for *_, rps, p50, p95 in rows)
     assert "batching on / off at 2 clients" in out
+
+
+def test_a_checkpoint_that_cannot_batch_is_served_one_request_at_a_time(tmp_path):
+    from tests.engine.test_hf_backends import write_dream
+
+    write_dream(tmp_path / "Dream-v0-Base-7B")
+    engine = Engine.load(str(tmp_path / "Dream-v0-Base-7B"))
+    body = {"prefix": "def add(a, b):\n    return ", "suffix": "\n", "length": 5, "sampler": {"strategy": "confidence"}}
+    with live(engine, timeout_s=0.5) as server:
+        assert httpx.get(f"{server.url}/health").json()["batching"] is False
+        answers = asyncio.run(_post_all(server.url, [body] * 3))
+        t0 = time.monotonic()
+        slow = httpx.post(f"{server.url}/v1/infill", json={**body, "length": 100}, timeout=30)  # ~5 s of forwards
+        assert slow.status_code == 504 and time.monotonic() - t0 < 3  # stopped at the deadline, mid-loop
+    alone = engine.infill(InfillRequest(body["prefix"], "\n", length=5, sampler=SamplerSettings(strategy="confidence")))
+    assert [r.json()["text"] for r in answers] == [alone.text] * 3
