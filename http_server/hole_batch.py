@@ -17,7 +17,6 @@ import time
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 
 from infill_engine import sampler
 from infill_engine.backends.bundled import BundledBackend
@@ -152,13 +151,8 @@ def forward_holes(backend: BundledBackend, loops: list[HoleLoop], context: Conte
     mask = torch.cat([context.ctx_valid, hole_valid], 1)[:, None, None, :]
     cos, sin = rope_tables(positions, model.cfg.head_dim, model.cfg.rope_theta)
     x = model.embed(ids)
-    for i, block in enumerate(model.blocks):
-        q, k, v = block.attn.project(block.attn_norm(x), cos, sin)
-        if context.kv is not None:
-            k = torch.cat([context.kv[i][0], k], 2)
-            v = torch.cat([context.kv[i][1], v], 2)
-        x = x + block.attn._merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
-        x = x + block.ffn(block.ffn_norm(x))
+    for i, block in enumerate(model.blocks):  # Transformer.forward_hole, with the padding masked out
+        x, _ = block(x, cos, sin, mask, context.kv[i] if context.kv is not None else None)
     logits = model.logits(x)
     out, r = [], 0
     for h in holes:
