@@ -8,6 +8,7 @@ import re
 import shutil
 import ssl
 import subprocess
+import threading
 import time
 
 import httpx
@@ -253,3 +254,24 @@ def test_a_checkpoint_that_cannot_batch_is_served_one_request_at_a_time(tmp_path
         assert slow.status_code == 504 and time.monotonic() - t0 < 3  # stopped at the deadline, mid-loop
     alone = engine.infill(InfillRequest(body["prefix"], "\n", length=5, sampler=SamplerSettings(strategy="confidence")))
     assert [r.json()["text"] for r in answers] == [alone.text] * 3
+
+
+def test_a_short_hole_leaves_the_batch_while_a_long_one_runs_on(tiny):
+    from http_server.batcher import Batcher
+
+    batcher = Batcher(tiny, max_batch=4)
+    try:
+        one_by_one = SamplerSettings(strategy="confidence")
+        started = threading.Event()
+        long = batcher.submit(InfillRequest("x = ", length=80, sampler=one_by_one,
+                                            on_step=lambda step, texts: started.set()), timeout_s=60)
+        assert started.wait(10)  # the long one is under way: the short one joins it mid-loop
+        short = batcher.submit(InfillRequest("y = ", length=3, sampler=one_by_one), timeout_s=60)
+        assert short.result(timeout=10).forwards == 3
+        assert not long.done()  # the short hole left; the long one is still denoising
+        assert long.result(timeout=60).forwards == 80
+        sizes = {s.labels.get("le"): s.value for s in batcher.metrics.batch_size.collect()[0].samples
+                 if s.name.endswith("_bucket")}
+        assert sizes["1.0"] < sizes["2.0"]  # some forwards carried both
+    finally:
+        batcher.close()
