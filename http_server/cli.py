@@ -77,6 +77,12 @@ def load_engine(config: ServeConfig, threads: int | None = None):
 
 def serve(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        print(f"diffill: serve --http needs the serve extra: pip install 'diffill[serve]' ({exc})", file=sys.stderr)
+        return 2
     config = config_from(args)
     if bool(config.ssl_certfile) != bool(config.ssl_keyfile):
         print("diffill: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
