@@ -112,9 +112,11 @@ def create_app(engine: Engine, config: ServeConfig = ServeConfig()) -> FastAPI:
                     return future.result()
                 if await request.is_disconnected():
                     cancel.set()
+                    future.add_done_callback(_retrieved)
                     raise ClientGone()
         except asyncio.CancelledError:  # the server is shutting down, or the connection task went
             cancel.set()
+            future.add_done_callback(_retrieved)
             raise
         except InfillCancelled:
             raise ClientGone() from None
@@ -244,6 +246,12 @@ def create_app(engine: Engine, config: ServeConfig = ServeConfig()) -> FastAPI:
         return StreamingResponse(chunks(), media_type="text/event-stream")
 
     return app
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    """Nobody waits for this answer any more: take its exception so asyncio does not log it as lost."""
+    if not future.cancelled():
+        future.exception()
 
 
 def completion_choice(index: int, text: str, stops: list[str], full: bool) -> dict:
