@@ -14,8 +14,15 @@ from infill_engine.engine import Engine
 
 TOKEN = "s3cret-token"
 
-# On a shared 2-core box one torch thread is several times faster than two.
-torch.set_num_threads(1)
+
+@pytest.fixture(scope="package", autouse=True)
+def one_torch_thread():
+    """On a shared 2-core box one torch thread is several times faster than two (the server's
+    own default is half the cores); the rest of the suite keeps its setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
