@@ -39,7 +39,6 @@ from .metrics import CONTENT_TYPE, Metrics
 from .middleware import BodyLimit, RequestMetrics
 from .schemas import CompletionBody, InfillBody, RepairBody, ScoreBody, TokenizeBody
 
-POLL_S = 0.05  # how often a waiting handler checks that its client is still there
 KEEPALIVE_S = 0.5  # a stream with no step for this long sends an SSE comment: clients can check their own cancel
 
 
@@ -104,22 +103,25 @@ def create_app(engine: Engine, config: ServeConfig = ServeConfig()) -> FastAPI:
         return await wait(request, batcher.submit(req, config.timeout_s), cancel)
 
     async def wait(request: Request, job, cancel: threading.Event):
+        """The job's answer, or ClientGone as soon as the client disconnects (which cancels the job)."""
         future = asyncio.wrap_future(job)
+        # After the body, the next ASGI message is the disconnect: wait for it instead of polling.
+        gone = asyncio.ensure_future(disconnected(request))
         try:
-            while True:
-                done, _ = await asyncio.wait({future}, timeout=POLL_S)
-                if done:
-                    return future.result()
-                if await request.is_disconnected():
-                    cancel.set()
-                    future.add_done_callback(_retrieved)
-                    raise ClientGone()
+            await asyncio.wait({future, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if future.done():
+                return future.result()
+            cancel.set()
+            future.add_done_callback(_retrieved)
+            raise ClientGone()
         except asyncio.CancelledError:  # the server is shutting down, or the connection task went
             cancel.set()
             future.add_done_callback(_retrieved)
             raise
         except InfillCancelled:
             raise ClientGone() from None
+        finally:
+            gone.cancel()
 
     @app.get("/health")
     async def health():
@@ -246,6 +248,11 @@ def create_app(engine: Engine, config: ServeConfig = ServeConfig()) -> FastAPI:
         return StreamingResponse(chunks(), media_type="text/event-stream")
 
     return app
+
+
+async def disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.05)  # a server that sends something else here must not make this spin
 
 
 def _retrieved(future: asyncio.Future) -> None:
