@@ -59,7 +59,8 @@ def measure(servers: dict[str, str], args, bodies: list[dict], headers: dict) ->
     rows = []
     for clients in args.clients:
         for label, url in servers.items():
-            rate, lat = asyncio.run(load(url, clients, max(args.requests, 2 * clients), bodies, headers))
+            # at least 4 requests per client: the ramp (all joining at once) must not be the whole run
+            rate, lat = asyncio.run(load(url, clients, max(args.requests, 4 * clients), bodies, headers))
             rows.append({"mode": label, "clients": clients, "rps": rate,
                          "p50": percentile(lat, 50), "p95": percentile(lat, 95)})
             print(f"  {label:<12} {clients:>3} clients  {rate:6.2f} req/s", flush=True)
@@ -104,7 +105,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--clients", type=lambda v: [int(c) for c in v.split(",")], default=[1, 4, 16])
-    ap.add_argument("--requests", type=int, default=16, help="requests per client count (at least 2 per client)")
+    ap.add_argument("--requests", type=int, default=16, help="requests per client count (at least 4 per client)")
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--max-batch", type=int, default=ServeConfig.max_batch, help="the 'batching on' side")
     ap.add_argument("--url", help="measure this running server instead of starting two")
