@@ -1,6 +1,7 @@
 """`diffill`, the console script: the language server's commands, and the engine's.
 
     diffill serve [--tcp HOST:PORT]    the language server (also `python -m lsp_server`)
+    diffill serve --http HOST:PORT     the HTTP infill server (http_server/)
     diffill bench --lsp [...]          keystroke-to-suggestion latency through the server
     diffill fill|bench|eval|corpus|train ...   the engine's commands (infill_engine.cli)
 
@@ -18,7 +19,9 @@ from infill_engine import cli as engine_cli
 
 SERVER_COMMANDS_HELP = """\
   serve                         the language server (LSP over stdio, or --tcp HOST:PORT)
+  serve --http HOST:PORT        the HTTP infill server for a team (pip install 'diffill[serve]')
   bench --lsp                   keystroke-to-suggestion latency through the language server
+  bench --http                  HTTP server throughput and latency, batching on vs off
 """
 
 
@@ -61,8 +64,17 @@ def serve(argv: list[str] | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command, rest = (argv[0], argv[1:]) if argv else ("", [])
+    if command == "serve" and any(a == "--http" or a.startswith("--http=") for a in rest):
+        from http_server.cli import serve as serve_http  # fastapi/uvicorn: only for --http
+
+        return serve_http(rest)
     if command == "serve":
         return serve(rest)
+    if command == "bench" and "--http" in rest:
+        from http_server.bench import main as http_bench
+
+        rest.remove("--http")
+        return http_bench(rest)
     if command == "bench" and "--lsp" in rest:
         from .latency_bench import main as latency_main
 

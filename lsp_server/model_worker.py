@@ -42,6 +42,7 @@ T = TypeVar("T")
 MODEL_ENV = "DIFFILL_MODEL"
 THREADS_ENV = "DIFFILL_THREADS"
 FOREGROUND, BACKGROUND = 0, 1  # job priorities: lower runs first
+SERVER_TOKEN_ENV = "DIFFILL_SERVER_TOKEN"  # the token for diffill.server.url, kept out of settings files
 
 
 class EngineUnavailable(Exception):
@@ -79,6 +80,10 @@ def load_engine(settings: Settings):
 
     from infill_engine.engine import Engine  # torch import: only on the worker, only when needed
 
+    if settings.server.url:  # a shared server does the model work: load nothing here
+        from .remote_engine import RemoteEngine
+
+        return RemoteEngine(settings.server.url, settings.server.token or os.environ.get(SERVER_TOKEN_ENV))
     if settings.device == "cpu":
         torch.set_num_threads(cpu_threads())
     override = os.environ.get(MODEL_ENV)
@@ -93,6 +98,8 @@ def load_engine(settings: Settings):
 
 
 def model_label(settings: Settings) -> str:
+    if settings.server.url:
+        return settings.server.url
     override = os.environ.get(MODEL_ENV)
     return override or settings.model or "bundled"
 

@@ -35,6 +35,14 @@ class Features:
 
 
 @dataclass(frozen=True)
+class Server:
+    """diffill.server.url / .token: infill on a shared `diffill serve --http` instead of a local model."""
+
+    url: str | None = None
+    token: str | None = None  # also $DIFFILL_SERVER_TOKEN, which keeps it out of settings files
+
+
+@dataclass(frozen=True)
 class Settings:
     enabled: bool = True
     model: str | None = None  # local path or hub id; None = the bundled model
@@ -50,10 +58,11 @@ class Settings:
     # lines where the engine's full set finds 34, at a third of the row-steps.
     lengths: tuple[int, ...] = (2, 3, 4, 6, 9, 14, 24, 40)
     features: Features = field(default_factory=Features)
+    server: Server = field(default_factory=Server)
 
-    def engine_key(self) -> tuple[str | None, str, bool, bool]:
+    def engine_key(self) -> tuple:
         """What identifies a loaded engine: a change here means loading another one."""
-        return (self.model, self.device, self.allow_network, self.trust_remote_code)
+        return (self.model, self.device, self.allow_network, self.trust_remote_code, self.server)
 
     @property
     def infill(self) -> InfillOptions:
@@ -145,6 +154,10 @@ def merge_settings(previous: Settings, raw: Any) -> tuple[Settings, list[str]]:
             changes["features"] = features
             problems.extend(feature_problems)
             continue
+        if key == "server":
+            changes["server"], server_problems = _merge_server(previous.server, value)
+            problems.extend(server_problems)
+            continue
         name = known.get(key)
         if name is None:
             problems.append(f"diffill.{key}: unknown setting (ignored)")
@@ -174,6 +187,28 @@ def _merge_features(previous: Features, raw: Any) -> tuple[Features, list[str]]:
     return replace(previous, **changes), problems
 
 
+def _merge_server(previous: Server, raw: Any) -> tuple[Server, list[str]]:
+    """diffill.server: {"url": "http://gpu-box:8000" or null, "token": "..." or null}.  Other keys
+    under diffill.server (command, pythonPath, env) are how an editor starts this process: not ours."""
+    if not isinstance(raw, dict):
+        return previous, [f"diffill.server: expected an object with url and token, got {type(raw).__name__}"]
+    changes: dict[str, Any] = {}
+    problems: list[str] = []
+    for key in ("url", "token"):
+        if key not in raw:
+            continue
+        value = raw[key]
+        if isinstance(value, str) and not value.strip():
+            value = None  # an empty box in a settings UI means "not set"
+        if value is not None and not isinstance(value, str):
+            problems.append(f"diffill.server.{key}: expected text or null; keeping the previous value")
+        elif key == "url" and value is not None and not re.match(r"^https?://", value):
+            problems.append(f"diffill.server.url: expected http://HOST:PORT or https://..., got {value!r}")
+        else:
+            changes[key] = value.strip() if value else None
+    return replace(previous, **changes), problems
+
+
 def settings_section(raw: Any) -> Any:
     """The diffill part of a didChangeConfiguration payload.
 
@@ -186,5 +221,5 @@ def settings_section(raw: Any) -> Any:
         return raw["diffill"]
     # A client that pushes every extension's settings at once: take the payload as ours
     # only if it names one of our keys, so other tools' settings are not "unknown keys".
-    ours = {_camel(name) for name in _CHECKS} | {"features"}
+    ours = {_camel(name) for name in _CHECKS} | {"features", "server"}
     return raw if ours & set(raw) else None

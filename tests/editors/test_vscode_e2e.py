@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from lsp_server.settings import Features, Settings
+from lsp_server.settings import Features, Server, Settings
 from tests import REPO
 
 EXTENSION = REPO / "editors" / "vscode"
@@ -38,9 +38,11 @@ def _camel(name: str) -> str:
 
 def _server_keys() -> dict[str, Any]:
     """`diffill.<camelCase key>` -> default, from the server's own settings dataclasses."""
-    keys = {f"diffill.{_camel(f.name)}": getattr(Settings(), f.name) for f in fields(Settings) if f.name != "features"}
+    keys = {f"diffill.{_camel(f.name)}": getattr(Settings(), f.name) for f in fields(Settings)
+            if f.name not in ("features", "server")}
     keys = {key: list(value) if isinstance(value, tuple) else value for key, value in keys.items()}  # JSON arrays
     keys.update({f"diffill.features.{_camel(f.name)}": getattr(Features(), f.name) for f in fields(Features)})
+    keys.update({f"diffill.server.{f.name}": getattr(Server(), f.name) for f in fields(Server)})
     return keys
 
 

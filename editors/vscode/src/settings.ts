@@ -36,6 +36,7 @@ export interface ServerSettings {
   candidates: number;
   debounceMs: number;
   features: FeatureSettings;
+  server: { url: string | null; token: string | null };
 }
 
 export const FEATURE_KEYS: readonly (keyof FeatureSettings)[] = [
@@ -85,6 +86,8 @@ export function serverSettings(cfg: ConfigReader): ServerSettings {
     features[key] = setting(cfg, `features.${key}`);
   }
   const model = setting<string | null>(cfg, "model");
+  const url = setting<string | null>(cfg, "server.url");
+  const token = setting<string | null>(cfg, "server.token");
   return {
     enabled: setting(cfg, "enabled"),
     // An empty string in the settings UI means "not set", the same as null (the bundled model).
@@ -97,6 +100,8 @@ export function serverSettings(cfg: ConfigReader): ServerSettings {
     candidates: setting(cfg, "candidates"),
     debounceMs: setting(cfg, "debounceMs"),
     features,
+    // Empty means "not set": the server loads the model itself.
+    server: { url: url === "" ? null : url, token: token === "" ? null : token },
   };
 }
 
@@ -146,5 +151,6 @@ export function serverLaunch(
 
 /** True when a change to this setting key (without prefix) needs a new server process. */
 export function needsRestart(key: string): boolean {
-  return key.startsWith("server.");
+  // server.url and server.token are the server's own settings, sent like the others.
+  return key.startsWith("server.") && key !== "server.url" && key !== "server.token";
 }
