@@ -147,6 +147,7 @@ def create_app(engine: Engine, config: ServeConfig = ServeConfig()) -> FastAPI:
         cancel = threading.Event()
         req = InfillRequest(body.prefix, body.suffix, length=None if body.length == "auto" else body.length,
                             max_length=body.max_tokens, candidates=body.candidates, between=tuple(body.between),
+                            lengths=tuple(body.lengths),
                             sampler=body.sampler.settings(), cancel=cancel.is_set)
         if body.stream:
             return StreamingResponse(stream_steps(req, cancel), media_type="text/event-stream")
@@ -228,12 +229,13 @@ def create_app(engine: Engine, config: ServeConfig = ServeConfig()) -> FastAPI:
                             sampler=sampler, cancel=cancel.is_set)
         result = await run(request, req, cancel)
         stops = [body.stop] if isinstance(body.stop, str) else body.stop or []
+        best = result.candidates[:body.n]  # an auto length gives one candidate per length tried: the n best
         choices = [completion_choice(i, c.text, stops, full=len(c.token_confidences) >= max_tokens)
-                   for i, c in enumerate(result.candidates)]
+                   for i, c in enumerate(best)]
         answer = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                   "model": name, "choices": choices}
         prompt_tokens = engine.count_tokens(prompts[0]) + engine.count_tokens(body.suffix or "")
-        completion_tokens = sum(len(c.token_confidences) for c in result.candidates)
+        completion_tokens = sum(len(c.token_confidences) for c in best)
         answer["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                            "total_tokens": prompt_tokens + completion_tokens}
         if not body.stream:

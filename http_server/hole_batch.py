@@ -1,8 +1,7 @@
 """Many requests' denoising loops sharing one forward.
 
-`HoleLoop` is one request's masked-diffusion loop taken apart into steps (the same steps as
-`Engine._denoise`: propose, count, commit; the bans, tied holes and the auto-length rule
-included), so a scheduler can interleave many of them.  `forward_holes` runs the bundled
+`HoleLoop` is one request's masked-diffusion loop taken apart into steps (the engine's own
+`Denoiser`), so a scheduler can interleave many of them.  `forward_holes` runs the bundled
 model once over the holes of several loops: each hole attends to its own cached context
 and its own slots, padded to the batch's longest context and hole and masked so padding
 is never seen.  The bundled model's attention rule (context sees only context) makes this
@@ -12,15 +11,13 @@ the same function as the request alone: in fp32 it gets the same tokens alone or
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import replace
 
 import torch
 
-from infill_engine import sampler
 from infill_engine.backends.bundled import BundledBackend
-from infill_engine.engine import CANDIDATE_TEMPERATURE, Engine, _settle_length
+from infill_engine.denoise import Denoiser
+from infill_engine.engine import Engine
 from infill_engine.model import rope_tables
 from infill_engine.request import InfillRequest, InfillResult
 
@@ -31,75 +28,37 @@ def can_batch(engine: Engine) -> bool:
 
 
 class HoleLoop:
-    """One request's denoising state between forwards."""
+    """One request's denoising state between forwards: the engine's own `Denoiser` (every row
+    of it computed each step, finished ones too, so a batch's context layout stays fixed
+    until a request joins or leaves), with the context prefilled once."""
 
     def __init__(self, engine: Engine, req: InfillRequest):
         be = engine.backend
         req.validate(be.max_len)
-        self.engine, self.req, self.t0 = engine, req, time.perf_counter()
-        self.allow_pad = req.length is None
-        slots = req.max_length if self.allow_pad else req.length
+        self.t0 = time.perf_counter()
+        lengths = () if req.length is not None else engine._search_lengths(req)
         pieces = [be.encode(t) for t in (req.prefix, *req.between, req.suffix)]
-        self.layout = layout = engine._layout(pieces, slots)
-        device = be.device
-        B, n, k = req.candidates, layout.slots, layout.holes
-        ids = layout.ids.to(device).repeat(B, 1)
-        hole = layout.hole.to(device)
-        self.cache, self.positions, _ = be.prepare(ids, hole)  # context prefill, or a cached one
-        self.x = ids[0, hole].view(k, n)[0].repeat(B, 1)
-        self.masked = self.x == be.mask_id
-        self.conf = torch.where(self.masked, 0.0, 1.0)
-        self.total = int(self.masked.sum())
-        self.settings = req.sampler
-        self.generator = torch.Generator(device=device).manual_seed(self.settings.seed)
-        if B > 1 and self.settings.temperature == 0:
-            self.settings = replace(self.settings, temperature=CANDIDATE_TEMPERATURE)
-        self.greedy_rows = torch.arange(B, device=device) == 0 if req.sampler.temperature == 0 else None
-        self.banned = list(be.banned_ids) + ([] if self.allow_pad or be.pad_id is None else [be.pad_id])
-        self.pad_trails = self.allow_pad and be.pad_id is not None and be.pad_trails
-        self.forwards = 0
+        layout = engine._layout(pieces, req.max_length if req.length is None else req.length)
+        self.denoiser = Denoiser(be, layout, req, lengths)
+        self.layout = layout
+        self.cache, self.positions, _ = be.prepare(self.denoiser.ids, self.denoiser.hole)  # or a cached prefill
 
     @property
     def rows(self) -> int:
-        return self.x.shape[0]
+        return self.denoiser.x.shape[0]
 
     @property
     def done(self) -> bool:
-        return not bool(self.masked.any())
+        return self.denoiser.done
 
     def hole_ids(self) -> torch.Tensor:
-        """[B, k*n]: the slots as the model sees them (every tied hole holds the same slots)."""
-        return self.x.repeat(1, self.layout.holes)
+        return self.denoiser.slots()
 
     def advance(self, logits: torch.Tensor) -> None:
-        """One step from this request's logits [B, k*n, V] (see Engine._denoise for the why of each line)."""
-        be, device = self.engine.backend, self.x.device
-        B, k, n = self.rows, self.layout.holes, self.layout.slots
-        self.forwards += 1
-        logits = logits.float().index_fill(-1, torch.tensor(self.banned, device=device), -math.inf)
-        logp = torch.log_softmax(logits, -1).view(B, k, n, -1).mean(1).log_softmax(-1)
-        if self.pad_trails and self.forwards == 1:
-            self.x, self.conf, self.masked = _settle_length(logp, self.x, self.conf, self.masked, be.pad_id)
-            self.banned.append(be.pad_id)
-            logp[..., be.pad_id] = -math.inf
-            logp = logp.log_softmax(-1)
-        tokens, p = sampler.propose(logp, self.settings, self.generator, self.greedy_rows)
-        count = sampler.commit_count(self.masked, p, self.settings, self.forwards - 1)
-        commit = sampler.commit_most_certain(sampler.certainty(logp, p, self.settings.strategy), self.masked, count)
-        self.x = torch.where(commit, tokens, self.x)
-        self.conf = torch.where(commit, p, self.conf)
-        self.masked &= ~commit
-        if self.req.progress is not None:
-            self.req.progress(1.0 - int(self.masked.sum()) / max(self.total, 1))
-        if self.req.on_step is not None:
-            self.req.on_step(self.forwards, [self.engine._show(row) for row in self.x])
+        self.denoiser.advance(logits)
 
     def result(self) -> InfillResult:
-        candidates = [self.engine._candidate(self.x[b], self.conf[b]) for b in range(self.rows)]
-        if self.req.candidates > 1:
-            candidates = sorted(candidates, key=lambda c: -c.score)
-        return InfillResult(candidates, self.forwards, self.layout.slots,
-                            (time.perf_counter() - self.t0) * 1000, self.layout.context_cut)
+        return self.denoiser.result(self.t0)
 
 
 class ContextBatch:
@@ -112,7 +71,7 @@ class ContextBatch:
         sample = next((c for c in caches if c is not None), None)
         rows = [loop.rows for loop in loops]
         R, C = sum(rows), max((c[0][0].shape[2] for c in caches if c is not None), default=0)
-        self.ctx_valid = torch.zeros(R, C, dtype=torch.bool, device=loops[0].x.device)
+        self.ctx_valid = torch.zeros(R, C, dtype=torch.bool, device=loops[0].positions.device)
         self.kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         if sample is None:
             return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +30,9 @@ class InfillBody(BaseModel):
     suffix: str = ""
     max_tokens: int = Field(InfillOptions.max_length, ge=1, description="most tokens an auto-length hole takes")
     length: Literal["auto"] | int = "auto"
+    lengths: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: list(InfillOptions.lengths), max_length=32,
+        description="auto length: the hole lengths tried, one candidate each (empty: the model settles it)")
     candidates: int = Field(1, ge=1, le=16)
     between: list[str] = Field(default_factory=list, description="text between tied holes (rename)")
     sampler: SamplerBody = Field(default_factory=SamplerBody)

@@ -11,29 +11,15 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
 
-from . import sampler
 from .backends import load_backend, tiny_random
 from .backends.base import Backend
+from .denoise import Denoiser, Layout
 from .request import (Candidate, InfillCancelled, InfillError, InfillRequest, InfillResult, SamplerSettings,
                       TokenLikelihood)
-
-# Extra candidates beyond the first are sampled at this temperature when the request is
-# greedy: n identical greedy candidates would be no choice at all.
-CANDIDATE_TEMPERATURE = 0.8
-
-
-@dataclass
-class Layout:
-    ids: torch.Tensor  # [L] with mask_id in every hole slot
-    hole: torch.Tensor  # [L] bool
-    holes: int  # number of tied holes
-    slots: int  # slots per hole
-    context_cut: int  # context tokens dropped to fit the window
 
 
 class Engine:
@@ -73,14 +59,7 @@ class Engine:
         pieces = [self.backend.encode(t) for t in (req.prefix, *req.between, req.suffix)]
         layout = self._layout(pieces, slots)
         with self._lock, torch.no_grad():
-            x, conf, forwards = self._denoise(layout, req, allow_pad=not fixed, lengths=lengths)
-        candidates = [self._candidate(x[b], conf[b]) for b in range(x.shape[0])]
-        if len(candidates) > 1:
-            # Most likely first; the greedy one (or the shortest length) wins ties.  Blank text
-            # goes last whatever its score: a few newlines are the likeliest filling of almost
-            # any hole (71 of 300 held-out lines picked one), and never what a user asked for.
-            candidates = sorted(candidates, key=lambda c: (not c.text.strip(), -c.score))
-        return InfillResult(candidates, forwards, layout.slots, (time.perf_counter() - t0) * 1000, layout.context_cut)
+            return self._denoise(layout, req, lengths).result(t0)
 
     def score(self, prefix: str, middle: str, suffix: str, groups: int = 4,
               cancel: Callable[[], bool] | None = None) -> list[TokenLikelihood]:
@@ -140,10 +119,7 @@ class Engine:
         layout.ids[layout.hole] = start
         req = InfillRequest(prefix, suffix, length=len(mid), sampler=sampler_settings or SamplerSettings())
         with self._lock, torch.no_grad():
-            x, conf, forwards = self._denoise(layout, req, allow_pad=False)
-        result = InfillResult([self._candidate(x[0], conf[0])], forwards, len(mid),
-                              (time.perf_counter() - t0) * 1000, layout.context_cut)
-        return result
+            return self._denoise(layout, req).result(t0)
 
     # -- internals ---------------------------------------------------------------------------
     def _search_lengths(self, req: InfillRequest) -> tuple[int, ...]:
@@ -178,93 +154,14 @@ class Engine:
             hole += [False] * len(tail)
         return Layout(torch.tensor(ids, dtype=torch.long), torch.tensor(hole), holes, slots, cut)
 
-    def _denoise(self, layout: Layout, req: InfillRequest, allow_pad: bool, lengths: tuple[int, ...] = ()):
-        """The masked-diffusion loop.  Returns (slots [B, n], confidences [B, n], forwards).
-
-        With `lengths`, row b's slots from lengths[b] on are padding from the start and the
-        rest must be text; a row that is done drops out of the batch (short rows are cheap)."""
-        be, settings = self.backend, req.sampler
-        device = be.device
-        B, n, k = len(lengths) or req.candidates, layout.slots, layout.holes
-        ids = layout.ids.to(device).repeat(B, 1)
-        hole = layout.hole.to(device)
-        x = ids[0, hole].view(k, n)[0].repeat(B, 1)  # the slots of one hole (all tied holes share them)
-        if lengths:
-            beyond = torch.arange(n, device=device)[None, :] >= torch.tensor(lengths, device=device)[:, None]
-            x = x.masked_fill(beyond, be.pad_id)
-        masked = x == be.mask_id
-        conf = torch.where(masked, 0.0, 1.0)
-        generator = torch.Generator(device=device).manual_seed(settings.seed)
-        if B > 1 and settings.temperature == 0 and not lengths:
-            settings = replace(settings, temperature=CANDIDATE_TEMPERATURE)
-        greedy_rows = torch.arange(B, device=device) == 0 if req.sampler.temperature == 0 else None
-        allow_pad = allow_pad and not lengths  # a length row's padding is already in place
-        banned = list(be.banned_ids) + ([] if allow_pad or be.pad_id is None else [be.pad_id])
-        pad_trails = allow_pad and be.pad_id is not None and be.pad_trails
-        state = be.prepare(ids, hole)
-        forwards, total = 0, masked.sum().item()
-        while masked.any():
+    def _denoise(self, layout: Layout, req: InfillRequest, lengths: tuple[int, ...] = ()) -> Denoiser:
+        """The masked-diffusion loop: one forward over the open rows per step until no slot is masked."""
+        loop = Denoiser(self.backend, layout, req, lengths)
+        state = self.backend.prepare(loop.ids, loop.hole)
+        while not loop.done:
             if req.cancel is not None and req.cancel():
                 raise InfillCancelled()
-            live = masked.any(-1)
-            ids[:, hole] = x.repeat(1, k)
-            logits = be.hole_logits(state, ids[live]).float()
-            forwards += 1
-            # Bans go in before the softmax, so confidences and entropies are those of the
-            # distribution actually sampled (after it, a banned favourite would leave every
-            # allowed token looking unsure).  Tied holes vote together: the mean of their
-            # log-probabilities, normalised again.
-            # (out of place: a checkpoint's logits may be an inference-mode tensor)
-            logits = logits.index_fill(-1, torch.tensor(banned, device=device), -math.inf)
-            logp = torch.log_softmax(logits, -1).view(logits.shape[0], k, n, -1).mean(1).log_softmax(-1)
-            if pad_trails and forwards == 1:
-                x, conf, masked = _settle_length(logp, x, conf, masked, be.pad_id)
-                banned.append(be.pad_id)  # the rest of the hole is text
-                logp[..., be.pad_id] = -math.inf
-                logp = logp.log_softmax(-1)
-            tokens, p = sampler.propose(logp, settings, generator, None if greedy_rows is None else greedy_rows[live])
-            count = sampler.commit_count(masked[live], p, settings, forwards - 1)
-            commit = torch.zeros_like(masked)
-            commit[live] = sampler.commit_most_certain(sampler.certainty(logp, p, settings.strategy), masked[live], count)
-            x[live] = torch.where(commit[live], tokens, x[live])
-            conf[live] = torch.where(commit[live], p, conf[live])
-            masked &= ~commit
-            if req.progress is not None:
-                req.progress(1.0 - masked.sum().item() / max(total, 1))
-            if req.on_step is not None:
-                req.on_step(forwards, [self._show(row) for row in x])
-        return x, conf, forwards
-
-    def _candidate(self, slots: torch.Tensor, conf: torch.Tensor) -> Candidate:
-        keep = slots != self.backend.pad_id if self.backend.pad_id is not None else torch.ones_like(slots, dtype=bool)
-        ids, probs = slots[keep].tolist(), conf[keep].tolist()
-        score = sum(math.log(max(p, 1e-9)) for p in probs) / max(len(probs), 1)
-        return Candidate(self.backend.decode(ids), probs, score)
-
-    def _show(self, row: torch.Tensor) -> str:
-        """A partly denoised hole as text, with masked slots drawn as a block character."""
-        out, run = [], []
-        for t in row.tolist():
-            if t == self.backend.mask_id:
-                out.append(self.backend.decode(run))
-                run = []
-                out.append("\u2591")
-            elif t != self.backend.pad_id:
-                run.append(t)
-        out.append(self.backend.decode(run))
-        return "".join(out)
-
-
-def _settle_length(logp, x, conf, masked, pad_id: int):
-    """Decide an auto-length hole's length from the first forward.
-
-    The model was trained with padding only after the hole's text, so the expected number
-    of text slots is the sum over slots of P(not padding).  Fixing the length up front
-    (rather than letting pads be committed one by one) keeps a weak or uncertain model from
-    committing padding at the first slot and returning nothing; it also settles every
-    padding slot in one step."""
-    text_slots = (1 - logp[..., pad_id].exp()).sum(-1).round().clamp(min=1).long()  # [B]
-    after = torch.arange(x.shape[1], device=x.device)[None, :] >= text_slots[:, None]
-    after &= masked
-    return torch.where(after, pad_id, x), torch.where(after, 1.0, conf), masked & ~after
+            live = loop.live
+            loop.advance(self.backend.hole_logits(state, loop.sequences(live)), live)
+        return loop
 

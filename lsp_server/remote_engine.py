@@ -34,7 +34,8 @@ class RemoteEngine:
     def infill(self, req: InfillRequest) -> InfillResult:
         body = {"prefix": req.prefix, "suffix": req.suffix, "max_tokens": req.max_length,
                 "length": "auto" if req.length is None else req.length, "candidates": req.candidates,
-                "between": list(req.between), "sampler": _sampler(req.sampler), "stream": True}
+                "between": list(req.between), "lengths": list(req.lengths), "sampler": _sampler(req.sampler),
+                "stream": True}
         with self._open("POST", "/v1/infill", body) as response:
             for event, data in _events(response, self.url):
                 if req.cancel is not None and req.cancel():
