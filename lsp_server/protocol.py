@@ -128,6 +128,8 @@ class DiffillProtocol(LanguageServerProtocol):
       its next step even when pygls cannot cancel the task itself (executeCommand);
     - a body that is not JSON gets a Parse error, one that is not a JSON-RPC message an
       Invalid Request (pygls logs a traceback and answers nothing);
+    - integer fields (line, character, version, ...) take integers only: cattrs would
+      truncate 1.5 to line 1 and answer about a place the client never named;
     - lifecycle: `shutdown` cancels what is in flight without tripping over pygls'
       live dict iteration; requests after it get Invalid Request (pygls: silence); `exit`
       ends the process at once (see end_process).
@@ -142,6 +144,10 @@ class DiffillProtocol(LanguageServerProtocol):
     lsp_text_document__did_close = None
 
     _closed = False  # set by end_process: nothing is written after the stream is done
+
+    def __init__(self, server, converter) -> None:
+        super().__init__(server, converter)
+        self._converter.register_structure_hook(int, _strict_int)
 
     def handle_body(self, body: bytes) -> None:
         """One frame's body, checked as JSON-RPC before pygls sees it."""
@@ -231,6 +237,15 @@ class DiffillProtocol(LanguageServerProtocol):
         if event is not None:
             event.set()
         return super()._handle_cancel_notification(msg_id)
+
+
+def _strict_int(value: Any, _type: type) -> int:
+    """An LSP integer: an int, or a float with no fraction (3.0, as some JSON writers put it);
+    never 1.5 or true, which would otherwise become 1 and point somewhere else."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return int(value)
 
 
 def _valid_id(msg_id: Any) -> bool:

@@ -111,3 +111,29 @@ def test_frames_come_out_whole_however_the_bytes_are_split(cuts: list[int]):
         at += cut
     out += reader.feed(stream[at:])
     assert out == bodies
+
+
+# -- ill-typed numbers and ids (issue 14.9) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("line", [1.5, True, "1"], ids=["float", "bool", "string"])
+def test_a_line_that_is_not_an_integer_is_invalid_params(raw: RawServer, line):
+    raw.notify("textDocument/didOpen", {"textDocument": {"uri": "file:///n.py", "languageId": "python",
+                                                         "version": 1, "text": "def area(r):\n    return r\n"}})
+    raw.request(1, "textDocument/prepareRename", {"textDocument": {"uri": "file:///n.py"},
+                                                  "position": {"line": line, "character": 5}})
+    # 1.0 is how some JSON writers spell 1: it still names line 1 (`r` in `return r`)
+    raw.request(2, "textDocument/prepareRename", {"textDocument": {"uri": "file:///n.py"},
+                                                  "position": {"line": 1.0, "character": 11}})
+    answers = raw.responses({1, 2})
+    assert answers[1]["error"]["code"] == -32602, answers[1]
+    assert answers[2]["result"]["placeholder"] == "r", answers[2]
+
+
+@pytest.mark.parametrize("msg_id", [{"an": "object"}, [1], 1.5], ids=["object", "array", "float"])
+def test_a_request_id_that_is_not_a_string_or_integer_is_invalid_request(raw: RawServer, msg_id):
+    raw.send(status_request(msg_id))
+    answer = raw.until(lambda m: "method" not in m)
+    assert answer == {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": answer["error"]["message"]}}
+    raw.send(status_request(2))
+    assert "result" in raw.responses({2})[2]
