@@ -148,6 +148,8 @@ class DiffillProtocol(LanguageServerProtocol):
     def __init__(self, server, converter) -> None:
         super().__init__(server, converter)
         self._converter.register_structure_hook(int, _strict_int)
+        # bool subclasses int, so it would dispatch to _strict_int now: keep cattrs' own hook.
+        self._converter.register_structure_hook(bool, lambda value, _type: bool(value))
 
     def handle_body(self, body: bytes) -> None:
         """One frame's body, checked as JSON-RPC before pygls sees it."""

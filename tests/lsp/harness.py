@@ -301,7 +301,8 @@ class RawServer:
         self.request(0, "initialize", {"processId": None, "rootUri": None, "capabilities": {
             "textDocument": {"inlineCompletion": {}}, "window": {"workDoneProgress": True}},
             "initializationOptions": options if options is not None else {"maxHoleTokens": 8}})
-        assert 0 in self.responses({0})
+        answer = self.responses({0}).get(0)
+        assert answer is not None and "result" in answer, answer
         self.notify("initialized", {})
 
     def kill(self) -> None:
