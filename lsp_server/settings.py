@@ -45,6 +45,15 @@ class Settings:
     threshold: float = SamplerSettings.threshold
     candidates: int = InfillOptions.candidates
     debounce_ms: int = 150  # editors that debounce as-you-type requests wait this long
+    # Every code action's model work is bounded three ways, so none runs for minutes:
+    action_max_tokens: int = 256  # the most tokens an action's hole may take (a body, a rewrite)
+    action_max_steps: int = 64  # model steps per candidate; near the cap each step commits more tokens
+    action_timeout_ms: int = 30_000  # stopped (and the user told) after this long, queueing included
+    # A command (workspace/executeCommand: eglot runs every action this way) answers when its
+    # edit is ready or after this long, whichever is first; a late edit follows as
+    # workspace/applyEdit, with $/progress meanwhile.  Below a client's request timeout (10 s
+    # in eglot); 0 answers at once.
+    command_reply_ms: int = 2_000
     features: Features = field(default_factory=Features)
 
     def engine_key(self) -> tuple[str | None, str, bool, bool]:
@@ -56,6 +65,12 @@ class Settings:
         """What every model feature starts from (each adjusts its own budget from here)."""
         return InfillOptions(max_length=self.max_hole_tokens, candidates=self.candidates,
                              sampler=SamplerSettings(threshold=self.threshold))
+
+    @property
+    def action_infill(self) -> InfillOptions:
+        """What the code actions start from: `infill`, within the action bounds."""
+        return InfillOptions(max_length=min(self.max_hole_tokens, self.action_max_tokens), candidates=self.candidates,
+                             sampler=SamplerSettings(threshold=self.threshold, max_steps=self.action_max_steps))
 
 
 def _camel(name: str) -> str:
@@ -110,6 +125,10 @@ _CHECKS = {
     "threshold": _check_threshold,
     "candidates": _check_int(1, 8),
     "debounce_ms": _check_int(0, 10_000),
+    "action_max_tokens": _check_int(1, 512),
+    "action_max_steps": _check_int(1, 512),
+    "action_timeout_ms": _check_int(100, 600_000),
+    "command_reply_ms": _check_int(0, 60_000),
 }
 
 
