@@ -16,33 +16,97 @@ from lsp_server.protocol import FrameReader
 from tests.lsp.harness import SERVER_COMMAND, RawServer, server_env
 
 
-def test_tcp_transport():
+class TcpClient:
+    """One editor on a socket: requests out, answers (by id) back."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=120)  # a limit for hangs only
+        self.frames = FrameReader()
+        self.pending: list[dict] = []
+
+    def request(self, msg_id, method: str, params=None) -> None:
+        self.sock.sendall(RawServer.frame({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params}))
+
+    def notify(self, method: str, params=None) -> None:
+        self.sock.sendall(RawServer.frame({"jsonrpc": "2.0", "method": method, "params": params}))
+
+    def answer(self, msg_id) -> dict:
+        while True:
+            for msg in self.pending:
+                if msg.get("id") == msg_id and "method" not in msg:
+                    return msg
+            data = self.sock.recv(65536)
+            assert data, f"the server closed the connection before answering {msg_id}; got {self.pending}"
+            self.pending += [json.loads(b) for b in self.frames.feed(data)]
+
+    def initialize(self) -> dict:
+        self.request(0, "initialize", {"processId": None, "rootUri": None, "capabilities": {}})
+        return self.answer(0)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def tcp_server():
+    """`diffill serve --tcp` on a free loopback port, at most 2 clients; yields its port."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([*SERVER_COMMAND, "--tcp", f"127.0.0.1:{port}"], env=server_env(),
+    proc = subprocess.Popen([*SERVER_COMMAND, "--tcp", f"127.0.0.1:{port}", "--max-clients", "2"], env=server_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    listening = proc.stderr.readline()  # the listener says so once it listens: no polling
+    assert b"listening on" in listening, listening + proc.stderr.read()
+    yield port
+    proc.terminate()
+    proc.wait(60)
+
+
+def test_tcp_serves_each_client_its_own_session(tcp_server: int):
+    first, second = TcpClient(tcp_server), TcpClient(tcp_server)
     try:
-        for _ in range(100):
-            try:
-                conn = socket.create_connection(("127.0.0.1", port), timeout=10)
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("the server did not listen")
-        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                           "params": {"processId": None, "rootUri": None, "capabilities": {}}}).encode()
-        conn.sendall(b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        data = b""
-        while b"inlineCompletionProvider" not in data:
-            chunk = conn.recv(65536)
-            assert chunk, "connection closed"
-            data += chunk
-        conn.close()
+        assert "inlineCompletionProvider" in first.initialize()["result"]["capabilities"]
+        assert "inlineCompletionProvider" in second.initialize()["result"]["capabilities"]  # main: ECONNREFUSED
+        text = "def area(r):\n    return r\n"
+        first.notify("textDocument/didOpen", {"textDocument": {"uri": "file:///a.py", "languageId": "python",
+                                                               "version": 1, "text": text}})
+        where = {"textDocument": {"uri": "file:///a.py"}, "position": {"line": 0, "character": 5}}
+        first.request(1, "textDocument/prepareRename", where)
+        second.request(1, "textDocument/prepareRename", where)
+        assert first.answer(1)["result"]["placeholder"] == "area"
+        assert second.answer(1)["result"] is None  # the other session never opened a.py
+        first.request(2, "shutdown")
+        first.answer(2)
+        first.notify("exit")
+        first.close()
+        # the first client left: the second is still served, and a third may connect
+        second.request(3, "workspace/executeCommand", {"command": "diffill.status", "arguments": []})
+        assert second.answer(3)["result"]["enabled"] is True
+        third = TcpClient(tcp_server)
+        try:
+            assert "result" in third.initialize()
+        finally:
+            third.close()
     finally:
-        proc.kill()
-        proc.wait()
+        first.close()
+        second.close()
+
+
+def test_tcp_refuses_a_client_past_the_limit_with_a_message(tcp_server: int):
+    clients = [TcpClient(tcp_server) for _ in range(2)]
+    try:
+        for client in clients:
+            assert "result" in client.initialize()
+        extra = TcpClient(tcp_server)
+        try:
+            error = extra.initialize()["error"]
+            assert error["code"] == -32002 and "--max-clients" in error["message"]
+            assert extra.sock.recv(65536) == b""  # and the connection is closed
+        finally:
+            extra.close()
+    finally:
+        for client in clients:
+            client.close()
 
 
 def test_bad_tcp_address_is_a_clear_error():
