@@ -32,6 +32,10 @@ server = DiffillServer()
 def initialize(ls: DiffillServer, params: types.InitializeParams) -> None:
     ls.documents.encoding = ls.workspace.position_encoding or types.PositionEncodingKind.Utf16
     ls.apply_settings(settings_section(params.initialization_options))
+    # Load now, not at `initialized`: the first suggestion is what the user waits for, and
+    # the torch import alone can take seconds on a slow host.  (Status notifications wait
+    # for `initialized`: nothing but the answer may precede it.)
+    ls.preload()
     if capabilities.inline_completion(params.capabilities):
         # Completion is the fallback for clients without inline completion.  A client with
         # both would run the model twice per keystroke and show every suggestion twice,
@@ -42,8 +46,8 @@ def initialize(ls: DiffillServer, params: types.InitializeParams) -> None:
 
 @server.feature(types.INITIALIZED)
 def initialized(ls: DiffillServer, params: types.InitializedParams) -> None:
+    ls.client_initialized = True
     ls.send_status()
-    ls.preload()
 
 
 @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)

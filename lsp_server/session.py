@@ -59,6 +59,7 @@ class DiffillServer(LanguageServer):
         self.engine_state = "loading"  # loading | ready | error: the model's own state
         self.busy = 0  # code actions running on the model right now
         self.state_message: str | None = None
+        self.client_initialized = False  # `initialized` arrived: notifications may be sent
         self._logged_reasons: set[str] = set()
 
     def start_io(self, stdin: BinaryIO, stdout: BinaryIO) -> NoReturn:
@@ -106,6 +107,8 @@ class DiffillServer(LanguageServer):
             self.show(message, types.MessageType.Error)
 
     def send_status(self) -> None:
+        if not self.client_initialized:
+            return  # `initialized` sends the state as it is then
         status = self.status()
         payload = {"state": status["state"], "model": status["model"], "isRandom": status["isRandom"]}
         if self.state_message:
