@@ -31,6 +31,12 @@ class _Malformed:
 # body means that body is cut short or its length was wrong: the stream resumes there.
 HEADER = re.compile(rb"Content-Length:[ \t]*(\d+)[ \t]*\r\n(?:[^\r\n]+\r\n)*\r\n")
 MAX_HEADER = 512  # bytes kept from a stretch with no header, in case one is arriving split
+# The stream ends inside a header (or the start of one): more bytes will complete it.  No
+# valid body ends like this (JSON ends with } or ]), so a match that begins inside a body
+# is a header arriving, never text in the body.
+PARTIAL_HEADER = re.compile(
+    rb"(?:" + b"|".join(re.escape(b"Content-Length:"[:i]) for i in range(1, 15)) + rb")\Z"
+    rb"|Content-Length:[ \t]*\d*[ \t]*(?:\r\n(?:[^\r\n]+\r\n)*[^\r\n]*)?\r?\Z")
 
 
 class FrameReader:
@@ -69,14 +75,20 @@ class FrameReader:
             self._scanned = 0
             head = HEADER.match(buf)
         start, end = head.end(), head.end() + int(head.group(1))
-        nxt = HEADER.search(buf, max(start, self._scanned - MAX_HEADER), min(end, len(buf)))
-        if nxt is not None:
+        # A header that *begins* inside the declared body ends it, even if the header runs
+        # past the declared end (a length a few bytes too long, then a long header).
+        lo = max(start, self._scanned - MAX_HEADER)
+        nxt = HEADER.search(buf, lo, min(end + MAX_HEADER, len(buf)))
+        if nxt is not None and nxt.start() < end:
             log.warning("a message ended before its Content-Length said (%d of %d bytes)",
                         nxt.start() - start, end - start)
             end = nxt.start()
         elif len(buf) < end:
             self._scanned = len(buf)
             return None
+        elif len(buf) < end + MAX_HEADER and (
+                (part := PARTIAL_HEADER.search(buf, max(lo, len(buf) - MAX_HEADER))) and part.start() < end):
+            return None  # a header that begins inside the body is still arriving
         body = bytes(buf[start:end])
         del buf[:end]
         self._scanned = 0

@@ -169,12 +169,35 @@ def test_frames_come_out_whole_however_the_bytes_are_split(cuts: list[int]):
     bodies = [json.dumps(status_request(i)).encode() for i in range(5)] + [b'{"text": "\\r\\n\\u00e9"}']
     stream = b"".join(RawServer.frame(b) for b in bodies[:3]) + b"Content-Type: x\r\n" + b"".join(
         RawServer.frame(b) for b in bodies[3:])
+    assert split_and_read(stream, cuts) == bodies
+
+
+# What pygls and VS Code send: a Content-Type line after the length (80 bytes of header).
+LONG_HEADER = b"Content-Length: %d\r\nContent-Type: application/vscode-jsonrpc; charset=utf-8\r\n\r\n"
+
+
+def split_and_read(stream: bytes, cuts: list[int]) -> list[bytes]:
     reader, out, at = FrameReader(), [], 0
     for cut in cuts:
         out += reader.feed(stream[at : at + cut])
         at += cut
-    out += reader.feed(stream[at:])
-    assert out == bodies
+    return out + reader.feed(stream[at:])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 79), st.lists(st.integers(1, 120), max_size=20))
+def test_a_length_too_long_by_less_than_the_next_header_loses_only_its_own_message(extra: int, cuts: list[int]):
+    # Found by the state machine: the next header began inside the declared body but ended
+    # past it, was not seen, and the message after the bad one was lost too.
+    bad, good = json.dumps(status_request("bad")).encode(), json.dumps(status_request(1)).encode()
+    stream = LONG_HEADER % (len(bad) + extra) + bad + LONG_HEADER % len(good) + good
+    out = split_and_read(stream, cuts)
+    assert out == [bad, good]
+
+
+def test_a_body_that_mentions_content_length_is_not_cut():
+    body = json.dumps({"text": 'b"Content-Length: 12\\r\\n" is how a frame starts: Content-Le'}).encode()
+    assert split_and_read(LONG_HEADER % len(body) + body, [len(body) + 40]) == [body]
 
 
 # -- ill-typed numbers and ids (issue 14.9) ----------------------------------------------------
