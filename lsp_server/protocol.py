@@ -118,7 +118,7 @@ async def _read_stdin(protocol: "DiffillProtocol", stdin: BinaryIO) -> NoReturn:
     threading.Thread(target=pump, name="diffill-stdin", daemon=True).start()
     frames = FrameReader()
     while data := await chunks.get():
-        for body in frames.feed(data):
+        for body in protocol.coalesce(frames.feed(data)):
             protocol.handle_body(body)
             # Let the handler just scheduled start before the next message is read, as pygls'
             # own reader does: a request and its $/cancelRequest in one chunk otherwise meet a
@@ -163,10 +163,39 @@ class DiffillProtocol(LanguageServerProtocol):
         # bool subclasses int, so it would dispatch to _strict_int now: keep cattrs' own hook.
         self._converter.register_structure_hook(bool, lambda value, _type: bool(value))
 
-    def handle_body(self, body: bytes) -> None:
-        """One frame's body, checked as JSON-RPC before pygls sees it."""
+    def coalesce(self, bodies: list[bytes]) -> list[bytes | dict]:
+        """The messages read together, with each suggestion request that a later change to
+        its document (in the same read) has made stale answered at once with no items: in a
+        storm of changes only the newest version is served, and the model is never queued
+        for text that is gone.  The rest come back parsed (or as bytes, to be reported)."""
+        messages: list[bytes | dict] = []
+        for body in bodies:
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = None
+            messages.append(parsed if isinstance(parsed, dict) else body)  # handle_body reports the rest
+        changed_later: set[str] = set()
+        keep: list[bytes | dict] = []
+        for msg in reversed(messages):
+            method = msg.get("method") if isinstance(msg, dict) else None
+            uri = _document_uri(msg)
+            if method == types.TEXT_DOCUMENT_DID_CHANGE and uri is not None:
+                changed_later.add(uri)
+            elif method in SUGGESTION_REQUESTS and uri in changed_later and _valid_id(msg.get("id")) \
+                    and not self._shutdown:
+                result = {"items": []} if method == types.TEXT_DOCUMENT_INLINE_COMPLETION else \
+                    {"isIncomplete": True, "items": []}  # incomplete: ask again at the new text
+                self._send_data({"jsonrpc": "2.0", "id": msg["id"], "result": result})
+                continue
+            keep.append(msg)
+        keep.reverse()
+        return keep
+
+    def handle_body(self, body: bytes | dict) -> None:
+        """One frame's body (or its JSON, parsed already), checked as JSON-RPC before pygls sees it."""
         try:
-            data = json.loads(body)
+            data = body if isinstance(body, dict) else json.loads(body)
         except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for non-UTF-8 bytes
             log.warning("a message body is not JSON: %s", exc)
             return self._send_error(None, JsonRpcParseError.CODE, f"Parse error: {exc}")
@@ -260,6 +289,17 @@ def _strict_int(value: Any, _type: type) -> int:
             isinstance(value, float) and not value.is_integer()):
         raise ValueError(f"expected an integer, got {value!r}")
     return int(value)
+
+
+SUGGESTION_REQUESTS = (types.TEXT_DOCUMENT_INLINE_COMPLETION, types.TEXT_DOCUMENT_COMPLETION)
+
+
+def _document_uri(msg: Any) -> str | None:
+    """params.textDocument.uri of a message, if it has one."""
+    params = msg.get("params") if isinstance(msg, dict) else None
+    doc = params.get("textDocument") if isinstance(params, dict) else None
+    uri = doc.get("uri") if isinstance(doc, dict) else None
+    return uri if isinstance(uri, str) else None
 
 
 def _valid_id(msg_id: Any) -> bool:
