@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import NoReturn
 
 from .protocol import FrameReader
@@ -43,6 +44,12 @@ def serve_tcp(host: str, port: int, max_clients: int = DEFAULT_MAX_CLIENTS) -> N
     while True:
         conn, peer = listener.accept()
         _reap(sessions)
+        # A client that has just left may still be tearing down: give its place a moment.
+        for _ in range(20):
+            if len(sessions) < max_clients:
+                break
+            time.sleep(0.05)
+            _reap(sessions)
         if len(sessions) >= max_clients:
             log.warning("refused %s: %d clients already", peer, len(sessions))
             _refuse(conn, max_clients)

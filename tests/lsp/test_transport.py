@@ -55,8 +55,11 @@ def tcp_server():
         port = s.getsockname()[1]
     proc = subprocess.Popen([*SERVER_COMMAND, "--tcp", f"127.0.0.1:{port}", "--max-clients", "2"], env=server_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    listening = proc.stderr.readline()  # the listener says so once it listens: no polling
-    assert b"listening on" in listening, listening + proc.stderr.read()
+    seen = b""
+    while b"listening on" not in seen:  # the listener says so once it listens: no polling
+        line = proc.stderr.readline()
+        assert line, f"the server did not listen: {seen.decode(errors='replace')}"
+        seen += line
     yield port
     proc.terminate()
     proc.wait(60)
@@ -78,6 +81,8 @@ def test_tcp_serves_each_client_its_own_session(tcp_server: int):
         first.request(2, "shutdown")
         first.answer(2)
         first.notify("exit")
+        while first.sock.recv(65536):  # until its session ends, closing the connection
+            pass
         first.close()
         # the first client left: the second is still served, and a third may connect
         second.request(3, "workspace/executeCommand", {"command": "diffill.status", "arguments": []})
