@@ -35,7 +35,7 @@ from tests.lsp.harness import EVENT_TIMEOUT_S, RawServer, capabilities, config, 
 
 ALLOWED_ERRORS = {JsonRpcInvalidParams.CODE, JsonRpcContentModified.CODE, JsonRpcRequestCancelled.CODE}
 INVALID_REQUEST = -32600
-MAX_RESTARTS = 6  # lifecycle faults per run: each costs a server start
+RESTART_ODDS = 9  # a lifecycle fault acts one time in ten it is drawn: each costs a server start
 
 TEMPLATES = [
     ("python", ".py", "import os\n\n\ndef area(r):\n    return 3.14 * r * r\n\n\nclass Shape:\n    def grow(self, k):\n"
@@ -412,10 +412,13 @@ class LspMachine(RuleBasedStateMachine):
                                          types.ExecuteCommandParams(command="diffill.status"))
         assert error is None and status["state"] in ("loading", "ready", "busy", "disabled"), (fault, status)
 
-    @rule(pick=st.integers(0, 100), a=st.integers(0, 10**6), polite=st.booleans())
-    @precondition(lambda self: LspMachine.restarts < MAX_RESTARTS)
-    def lifecycle_fault(self, pick: int, a: int, polite: bool) -> None:
-        """An inline request in flight, then `shutdown` (polite) or straight `exit`."""
+    @rule(pick=st.integers(0, 100), a=st.integers(0, 10**6), polite=st.booleans(), now=st.integers(0, RESTART_ODDS))
+    def lifecycle_fault(self, pick: int, a: int, polite: bool, now: int) -> None:
+        """An inline request in flight, then `shutdown` (polite) or straight `exit`.  Only
+        when `now` is 0: each costs a server start.  (Not a precondition on a count: a
+        rule's availability must depend on the drawn data alone, or shrinking breaks.)"""
+        if now:
+            return
         LspMachine.restarts += 1
         doc = self._doc(pick)
         in_flight = self.lsp.start_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionParams(
