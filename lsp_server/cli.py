@@ -35,7 +35,9 @@ def parse_address(value: str) -> tuple[str, int]:
 def build_serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffill serve", description="diffill language server")
     parser.add_argument("--tcp", type=parse_address, metavar="HOST:PORT",
-                        help="listen on TCP instead of talking over stdin/stdout")
+                        help="listen on TCP instead of talking over stdin/stdout: one session per client")
+    parser.add_argument("--max-clients", type=int, default=4, metavar="N",
+                        help="with --tcp: serve at most N clients at once; more are refused with a message")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="server log level (the log goes to stderr or --log-file, never stdout)")
     parser.add_argument("--log-file", help="write the server log to this file")
@@ -48,13 +50,14 @@ def serve(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", **target)
     # pygls logs every message body at INFO; that is noise (and large) unless debugging.
     logging.getLogger("pygls").setLevel(max(logging.WARNING, logging.getLogger().level))
-    from .server import server
-
     if args.tcp:
-        server.start_tcp(*args.tcp)
-        return 0
+        from .tcp import serve_tcp
+
+        serve_tcp(*args.tcp, max_clients=max(1, args.max_clients))
     # The protocol owns the real stdout; a stray print() (from a library, say) goes to
     # stderr instead of corrupting the message stream.
+    from .server import server
+
     protocol_out = sys.stdout.buffer
     sys.stdout = sys.stderr
     server.start_io(sys.stdin.buffer, protocol_out)  # ends the process itself: 0 after shutdown, else 1

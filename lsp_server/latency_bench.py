@@ -113,6 +113,8 @@ class Report:
     loaded_cache_ms: list[float] = field(default_factory=list)
     cache_hits: int = 0
     empty: int = 0
+    start_to_ready_ms: float | None = None  # process start -> the "ready" status
+    start_to_first_ms: float | None = None  # process start -> the first suggestion (model loaded)
 
     def summary(self) -> dict[str, Any]:
         lists = ("cold_ms", "cache_ms", "loaded_cold_ms", "loaded_cache_ms")
@@ -143,9 +145,15 @@ class BenchClient(LanguageClient):
     def __init__(self) -> None:
         super().__init__("diffill-latency-bench", "0.1.0")
         self.version = 0
-        for method in (types.WINDOW_LOG_MESSAGE, types.WINDOW_SHOW_MESSAGE, "diffill/status",
+        self.ready_at: float | None = None  # perf_counter() of the first "ready" status
+        for method in (types.WINDOW_LOG_MESSAGE, types.WINDOW_SHOW_MESSAGE,
                        types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS, types.PROGRESS):
             self.feature(method)(lambda *args: None)
+
+        @self.feature("diffill/status")
+        def status(params: Any) -> None:
+            if self.ready_at is None and getattr(params, "state", None) == "ready":
+                self.ready_at = time.perf_counter()
 
     def set_text(self, text: str) -> None:
         self.version += 1
@@ -171,13 +179,18 @@ class BenchClient(LanguageClient):
 async def run(args: argparse.Namespace) -> Report:
     """Start the server, open a ~`args.tokens`-token Python file, and time keystrokes in it."""
     client = BenchClient()
+    text = sample_document(args.tokens)
+    started = time.perf_counter()
     await client.start_io(sys.executable, "-m", "lsp_server", env=_server_env(args.model))
     try:
-        text = sample_document(args.tokens)
         await _open(client, text, _initialization_options(args))
+        first = time.perf_counter()
         status = await client.status()
         report = Report(status["model"], status["isRandom"], status["device"],
                         _token_counter()(text), args.iterations, args.load, args.hints)
+        report.start_to_first_ms = round((first - started) * 1000, 1)
+        if client.ready_at is not None:
+            report.start_to_ready_ms = round((client.ready_at - started) * 1000, 1)
         lines = text.split("\n")
         holes = hole_lines(text, args.iterations)
         for line_no in holes:
@@ -309,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     random_note = " (RANDOM WEIGHTS)" if report.is_random else ""
     print(f"model: {report.model}{random_note} on {report.device}; file: {report.document_tokens} tokens; "
           f"{summary['machine']}" + ("; hints on, keystrokes during hint jobs" if report.hints else ""))
+    print(f"process start → ready: {report.start_to_ready_ms} ms; → first suggestion: {report.start_to_first_ms} ms")
     print(f"cold keystroke -> suggestion: p50 {summary['cold_p50_ms']} ms, p95 {summary['cold_p95_ms']} ms "
           f"(n={summary['cold_n']}, {report.empty} empty)")
     print(f"cache hit:                    p50 {summary['cache_hit_p50_ms']} ms, p95 {summary['cache_hit_p95_ms']} ms "

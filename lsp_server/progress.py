@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Callable
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
@@ -26,9 +27,11 @@ class ProgressReporter:
 
     @classmethod
     async def start(cls, ls: LanguageServer, token: types.ProgressToken | None, title: str,
-                    create: bool) -> "ProgressReporter":
+                    create: bool, on_cancel: Callable[[], None] | None = None) -> "ProgressReporter":
         """Begin progress on the client's token, or (if `create` and the client supports
-        it) on one the server creates; without either, reports are dropped."""
+        it) on one the server creates; without either, reports are dropped.  `on_cancel`
+        runs when the user cancels the progress (window/workDoneProgress/cancel): for a
+        command already answered, that is the only way left to stop it."""
         if token is None and create and capabilities.work_done_progress(ls.client_capabilities):
             token = f"diffill-{uuid.uuid4().hex[:12]}"
             try:
@@ -40,6 +43,9 @@ class ProgressReporter:
             ls.work_done_progress.begin(
                 token, types.WorkDoneProgressBegin(title=title, cancellable=True, percentage=0)
             )
+            cancelled = ls.work_done_progress.tokens.get(token)  # pygls cancels this future on the client's cancel
+            if cancelled is not None and on_cancel is not None:
+                cancelled.add_done_callback(lambda f: on_cancel() if f.cancelled() else None)
         return reporter
 
     def hook(self, fraction: float) -> None:
@@ -61,4 +67,6 @@ class ProgressReporter:
     def end(self, message: str | None = None) -> None:
         if self._token is not None:
             self._ls.work_done_progress.end(self._token, types.WorkDoneProgressEnd(message=message))
+            # pygls keeps a future per token for good: one per inline request would grow forever.
+            self._ls.work_done_progress.tokens.pop(self._token, None)
             self._token = None

@@ -31,6 +31,12 @@ class _Malformed:
 # body means that body is cut short or its length was wrong: the stream resumes there.
 HEADER = re.compile(rb"Content-Length:[ \t]*(\d+)[ \t]*\r\n(?:[^\r\n]+\r\n)*\r\n")
 MAX_HEADER = 512  # bytes kept from a stretch with no header, in case one is arriving split
+# The stream ends inside a header (or the start of one): more bytes will complete it.  No
+# valid body ends like this (JSON ends with } or ]), so a match that begins inside a body
+# is a header arriving, never text in the body.
+PARTIAL_HEADER = re.compile(
+    rb"(?:" + b"|".join(re.escape(b"Content-Length:"[:i]) for i in range(1, 15)) + rb")\Z"
+    rb"|Content-Length:[ \t]*\d*[ \t]*(?:\r\n(?:[^\r\n]+\r\n)*[^\r\n]*)?\r?\Z")
 
 
 class FrameReader:
@@ -69,14 +75,20 @@ class FrameReader:
             self._scanned = 0
             head = HEADER.match(buf)
         start, end = head.end(), head.end() + int(head.group(1))
-        nxt = HEADER.search(buf, max(start, self._scanned - MAX_HEADER), min(end, len(buf)))
-        if nxt is not None:
+        # A header that *begins* inside the declared body ends it, even if the header runs
+        # past the declared end (a length a few bytes too long, then a long header).
+        lo = max(start, self._scanned - MAX_HEADER)
+        nxt = HEADER.search(buf, lo, min(end + MAX_HEADER, len(buf)))
+        if nxt is not None and nxt.start() < end:
             log.warning("a message ended before its Content-Length said (%d of %d bytes)",
                         nxt.start() - start, end - start)
             end = nxt.start()
         elif len(buf) < end:
             self._scanned = len(buf)
             return None
+        elif len(buf) < end + MAX_HEADER and (
+                (part := PARTIAL_HEADER.search(buf, max(lo, len(buf) - MAX_HEADER))) and part.start() < end):
+            return None  # a header that begins inside the body is still arriving
         body = bytes(buf[start:end])
         del buf[:end]
         self._scanned = 0
@@ -106,7 +118,7 @@ async def _read_stdin(protocol: "DiffillProtocol", stdin: BinaryIO) -> NoReturn:
     threading.Thread(target=pump, name="diffill-stdin", daemon=True).start()
     frames = FrameReader()
     while data := await chunks.get():
-        for body in frames.feed(data):
+        for body in protocol.coalesce(frames.feed(data)):
             protocol.handle_body(body)
             # Let the handler just scheduled start before the next message is read, as pygls'
             # own reader does: a request and its $/cancelRequest in one chunk otherwise meet a
@@ -128,6 +140,8 @@ class DiffillProtocol(LanguageServerProtocol):
       its next step even when pygls cannot cancel the task itself (executeCommand);
     - a body that is not JSON gets a Parse error, one that is not a JSON-RPC message an
       Invalid Request (pygls logs a traceback and answers nothing);
+    - integer fields (line, character, version, ...) take integers only: cattrs would
+      truncate 1.5 to line 1 and answer about a place the client never named;
     - lifecycle: `shutdown` cancels what is in flight without tripping over pygls'
       live dict iteration; requests after it get Invalid Request (pygls: silence); `exit`
       ends the process at once (see end_process).
@@ -143,10 +157,45 @@ class DiffillProtocol(LanguageServerProtocol):
 
     _closed = False  # set by end_process: nothing is written after the stream is done
 
-    def handle_body(self, body: bytes) -> None:
-        """One frame's body, checked as JSON-RPC before pygls sees it."""
+    def __init__(self, server, converter) -> None:
+        super().__init__(server, converter)
+        self._converter.register_structure_hook(int, _strict_int)
+        # bool subclasses int, so it would dispatch to _strict_int now: keep cattrs' own hook.
+        self._converter.register_structure_hook(bool, lambda value, _type: bool(value))
+
+    def coalesce(self, bodies: list[bytes]) -> list[bytes | dict]:
+        """The messages read together, with each suggestion request that a later change to
+        its document (in the same read) has made stale answered at once with no items: in a
+        storm of changes only the newest version is served, and the model is never queued
+        for text that is gone.  The rest come back parsed (or as bytes, to be reported)."""
+        messages: list[bytes | dict] = []
+        for body in bodies:
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = None
+            messages.append(parsed if isinstance(parsed, dict) else body)  # handle_body reports the rest
+        changed_later: set[str] = set()
+        keep: list[bytes | dict] = []
+        for msg in reversed(messages):
+            method = msg.get("method") if isinstance(msg, dict) else None
+            uri = _document_uri(msg)
+            if method == types.TEXT_DOCUMENT_DID_CHANGE and uri is not None:
+                changed_later.add(uri)
+            elif method in SUGGESTION_REQUESTS and uri in changed_later and _valid_id(msg.get("id")) \
+                    and not self._shutdown:
+                result = {"items": []} if method == types.TEXT_DOCUMENT_INLINE_COMPLETION else \
+                    {"isIncomplete": True, "items": []}  # incomplete: ask again at the new text
+                self._send_data({"jsonrpc": "2.0", "id": msg["id"], "result": result})
+                continue
+            keep.append(msg)
+        keep.reverse()
+        return keep
+
+    def handle_body(self, body: bytes | dict) -> None:
+        """One frame's body (or its JSON, parsed already), checked as JSON-RPC before pygls sees it."""
         try:
-            data = json.loads(body)
+            data = body if isinstance(body, dict) else json.loads(body)
         except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for non-UTF-8 bytes
             log.warning("a message body is not JSON: %s", exc)
             return self._send_error(None, JsonRpcParseError.CODE, f"Parse error: {exc}")
@@ -231,6 +280,26 @@ class DiffillProtocol(LanguageServerProtocol):
         if event is not None:
             event.set()
         return super()._handle_cancel_notification(msg_id)
+
+
+def _strict_int(value: Any, _type: type) -> int:
+    """An LSP integer: an int, or a float with no fraction (3.0, as some JSON writers put it);
+    never 1.5 or true, which would otherwise become 1 and point somewhere else."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return int(value)
+
+
+SUGGESTION_REQUESTS = (types.TEXT_DOCUMENT_INLINE_COMPLETION, types.TEXT_DOCUMENT_COMPLETION)
+
+
+def _document_uri(msg: Any) -> str | None:
+    """params.textDocument.uri of a message, if it has one."""
+    params = msg.get("params") if isinstance(msg, dict) else None
+    doc = params.get("textDocument") if isinstance(params, dict) else None
+    uri = doc.get("uri") if isinstance(doc, dict) else None
+    return uri if isinstance(uri, str) else None
 
 
 def _valid_id(msg_id: Any) -> bool:

@@ -32,6 +32,10 @@ server = DiffillServer()
 def initialize(ls: DiffillServer, params: types.InitializeParams) -> None:
     ls.documents.encoding = ls.workspace.position_encoding or types.PositionEncodingKind.Utf16
     ls.apply_settings(settings_section(params.initialization_options))
+    # Load now, not at `initialized`: the first suggestion is what the user waits for, and
+    # the torch import alone can take seconds on a slow host.  (Status notifications wait
+    # for `initialized`: nothing but the answer may precede it.)
+    ls.preload()
     if capabilities.inline_completion(params.capabilities):
         # Completion is the fallback for clients without inline completion.  A client with
         # both would run the model twice per keystroke and show every suggestion twice,
@@ -42,8 +46,8 @@ def initialize(ls: DiffillServer, params: types.InitializeParams) -> None:
 
 @server.feature(types.INITIALIZED)
 def initialized(ls: DiffillServer, params: types.InitializedParams) -> None:
+    ls.client_initialized = True
     ls.send_status()
-    ls.preload()
 
 
 @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
@@ -288,10 +292,28 @@ async def _command_action(ls: DiffillServer, action: Action, args: tuple) -> Non
         start, end = doc.range_offsets(where) if action.takes_range else (doc.offset_at(where),) * 2
     except DocumentError as exc:
         raise JsonRpcInvalidParams(str(exc)) from None
-    edits = await ls.run_action(action, doc, start, end, token=None)
+    # The work runs on its own, so the command can answer before it ends: clients time a
+    # command out (eglot after 10 s) and an action may take longer.  Its cancel flag is the
+    # request's ($/cancelRequest while unanswered), then the progress token's.
+    work = asyncio.ensure_future(_apply_action(ls, action, doc, start, end, ls.request_cancel_event()))
+    done, _ = await asyncio.wait({work}, timeout=ls.settings.command_reply_ms / 1000)
+    if work in done:
+        return work.result()  # the edit went out first; errors (content modified) answer the command
+    work.add_done_callback(lambda task: _report_late_failure(ls, action, task))
+    return None
+
+
+async def _apply_action(ls: DiffillServer, action: Action, doc: Document, start: int, end: int,
+                        cancel: tuple[Any, Any]) -> None:
+    edits = await ls.run_action(action, doc, start, end, token=None, cancel=cancel)
     if edits is not None:
         ls.apply_edit(f"diffill: {action.kind}", ls.workspace_edit(doc, edits))
-    return None
+
+
+def _report_late_failure(ls: DiffillServer, action: Action, task: asyncio.Future) -> None:
+    """An action whose command was answered already can only tell the user in a message."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        ls.show(f"{action.kind}: {exc}")
 
 
 def _register_action_command(action: Action) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Any, BinaryIO, Callable, NoReturn, TypeVar
 
 from lsprotocol import types
@@ -58,6 +59,7 @@ class DiffillServer(LanguageServer):
         self.engine_state = "loading"  # loading | ready | error: the model's own state
         self.busy = 0  # code actions running on the model right now
         self.state_message: str | None = None
+        self.client_initialized = False  # `initialized` arrived: notifications may be sent
         self._logged_reasons: set[str] = set()
 
     def start_io(self, stdin: BinaryIO, stdout: BinaryIO) -> NoReturn:
@@ -105,6 +107,8 @@ class DiffillServer(LanguageServer):
             self.show(message, types.MessageType.Error)
 
     def send_status(self) -> None:
+        if not self.client_initialized:
+            return  # `initialized` sends the state as it is then
         status = self.status()
         payload = {"state": status["state"], "model": status["model"], "isRandom": status["isRandom"]}
         if self.state_message:
@@ -229,20 +233,30 @@ class DiffillServer(LanguageServer):
     # -- code actions --------------------------------------------------------------------
 
     async def run_action(self, action: Action, doc: Document, start: int, end: int,
-                         token: types.ProgressToken | None) -> list[Edit] | None:
-        """A code action's edits, computed on the model with progress and cancellation; None
-        (after telling the user why) when it does not apply.  Raises ContentModified when
-        the document changed meanwhile."""
+                         token: types.ProgressToken | None,
+                         cancel: tuple[Any, threading.Event] | None = None) -> list[Edit] | None:
+        """A code action's edits, computed on the model with progress and cancellation and
+        within the action bounds (Settings.action_*); None (after telling the user why) when
+        it does not apply or ran out of time.  `cancel` is the request's (id, flag) when the
+        caller took it already.  Raises ContentModified when the document changed meanwhile."""
         if not self.usable(doc):
             return None
         code, version = doc.code, doc.version
-        msg_id, event = self.request_cancel_event()
-        progress = await ProgressReporter.start(self, token, f"diffill: {action.kind}", create=True)
+        msg_id, event = cancel or self.request_cancel_event()
+        settings = self.settings
+        deadline = time.monotonic() + settings.action_timeout_ms / 1000
+
+        def stop() -> bool:
+            return event.is_set() or time.monotonic() > deadline
+
+        progress = await ProgressReporter.start(self, token, f"diffill: {action.kind}", create=True,
+                                                on_cancel=event.set)
         self.busy += 1
         self.send_status()
         try:
-            edits = await self.run_model(action.run, code, start, end, self.settings.infill,
-                                         Hooks(cancel=event.is_set, progress=progress.hook),
+            edits = await self.run_model(action.run, code, start, end, settings.action_infill,
+                                         Hooks(cancel=stop, progress=progress.hook,
+                                               max_tokens=settings.action_max_tokens),
                                          cancel=event, msg_id=msg_id)
         except ActionError as exc:
             self.show(str(exc), types.MessageType.Info)
@@ -251,6 +265,9 @@ class DiffillServer(LanguageServer):
             self.show(str(exc))
             return None
         except InfillCancelled:
+            if not event.is_set():  # the deadline, not the user
+                self.show(f"{action.kind} stopped after {settings.action_timeout_ms / 1000:g} s "
+                          "(diffill.actionTimeoutMs): select less, or raise the limit")
             log.debug("%s cancelled", action.kind)
             return None
         finally:

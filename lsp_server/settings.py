@@ -57,6 +57,15 @@ class Settings:
     # the engine's default, for keystroke latency.  On 300 held-out lines these find 31 exact
     # lines where the engine's full set finds 34, at a third of the row-steps.
     lengths: tuple[int, ...] = (2, 3, 4, 6, 9, 14, 24, 40)
+    # Every code action's model work is bounded three ways, so none runs for minutes:
+    action_max_tokens: int = 256  # the most tokens an action's hole may take (a body, a rewrite)
+    action_max_steps: int = 64  # model steps per candidate; near the cap each step commits more tokens
+    action_timeout_ms: int = 30_000  # stopped (and the user told) after this long, queueing included
+    # A command (workspace/executeCommand: eglot runs every action this way) answers when its
+    # edit is ready or after this long, whichever is first; a late edit follows as
+    # workspace/applyEdit, with $/progress meanwhile.  Below a client's request timeout (10 s
+    # in eglot); 0 answers at once.
+    command_reply_ms: int = 2_000
     features: Features = field(default_factory=Features)
     server: Server = field(default_factory=Server)
 
@@ -69,6 +78,13 @@ class Settings:
         """What every model feature starts from (each adjusts its own budget from here)."""
         return InfillOptions(max_length=self.max_hole_tokens, candidates=self.candidates,
                              sampler=SamplerSettings(threshold=self.threshold), lengths=self.lengths)
+
+    @property
+    def action_infill(self) -> InfillOptions:
+        """What the code actions start from: `infill`, within the action bounds."""
+        return InfillOptions(max_length=min(self.max_hole_tokens, self.action_max_tokens), candidates=self.candidates,
+                             sampler=SamplerSettings(threshold=self.threshold, max_steps=self.action_max_steps),
+                             lengths=self.lengths)
 
 
 def _camel(name: str) -> str:
@@ -131,6 +147,10 @@ _CHECKS = {
     "candidates": _check_int(1, 8),
     "debounce_ms": _check_int(0, 10_000),
     "lengths": _check_lengths,
+    "action_max_tokens": _check_int(1, 512),
+    "action_max_steps": _check_int(1, 512),
+    "action_timeout_ms": _check_int(100, 600_000),
+    "command_reply_ms": _check_int(0, 60_000),
 }
 
 

@@ -16,7 +16,7 @@ from infill_engine.syntax.parse import Code
 from infill_engine.syntax.scopes import occurrences
 from infill_engine.syntax.spans import body_span, identifier_at, rewrite_span
 
-from .context import ActionError, Edit, Hooks, best_text, context_around, infill
+from .context import MAX_HOLE_TOKENS, ActionError, Edit, Hooks, best_text, context_around, infill
 from .naming import suggest_name
 
 if TYPE_CHECKING:
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 REWRITE, FILL_BODY, REPAIR, SUGGEST_NAME = "rewrite", "fillBody", "repair", "suggestName"
 
 BODY_BUDGET_FACTOR = 2  # a body gets twice the per-hole budget of an inline block (48 -> 96 by default)
-MAX_HOLE_TOKENS = 512
 REWRITE_CANDIDATES = 2  # a rewrite or a body picks the best of at least two
 
 
@@ -37,8 +36,9 @@ def rewrite(engine: Engine, code: Code, start: int, end: int, options: InfillOpt
     if s >= e:
         raise ActionError("nothing to rewrite: select some code")
     original = code.text[s:e]
+    hooks = hooks or Hooks()
     # A regenerated span may come out longer than the original: leave it room.
-    budget = max(1, min(MAX_HOLE_TOKENS, max(options.max_length, int(engine.count_tokens(original) * 1.5) + 8)))
+    budget = max(1, min(hooks.max_tokens, max(options.max_length, int(engine.count_tokens(original) * 1.5) + 8)))
     options = replace(options, max_length=budget, candidates=max(options.candidates, REWRITE_CANDIDATES))
     result = infill(engine, code.text, s, e, options, hooks)
     return Edit(s, e, best_text(code, s, e, result, strip=not original[-1:].isspace()))
@@ -52,18 +52,23 @@ def fill_body(engine: Engine, code: Code, offset: int, options: InfillOptions = 
         raise ActionError("no body to fill here: put the cursor in a function, class or block whose body is "
                           "`pass`, `...` or a TODO")
     s, e = span
-    options = replace(options, max_length=min(MAX_HOLE_TOKENS, options.max_length * BODY_BUDGET_FACTOR),
+    hooks = hooks or Hooks()
+    options = replace(options, max_length=max(1, min(hooks.max_tokens, options.max_length * BODY_BUDGET_FACTOR)),
                       candidates=max(options.candidates, REWRITE_CANDIDATES))
     result = infill(engine, code.text, s, e, options, hooks)
     return Edit(s, e, best_text(code, s, e, result, strip=not code.text[s:e][-1:].isspace()))
 
 
 def repair(engine: Engine, code: Code, start: int, end: int, options: InfillOptions = InfillOptions(), *,
-           fraction: float = 0.25) -> Edit:
+           fraction: float = 0.25, max_tokens: int = MAX_HOLE_TOKENS) -> Edit:
     """Re-mask the selection's least likely tokens and refill them."""
     text = code.text
     if start >= end or not text[start:end].strip():
         raise ActionError("nothing to repair: select some code")
+    # Repair scores and refills the whole selection, so the selection is what is bounded.
+    if (tokens := engine.count_tokens(text[start:end])) > max_tokens:
+        raise ActionError(f"the selection is too long to repair ({tokens} tokens; diffill.actionMaxTokens "
+                          f"is {max_tokens}): select less")
     prefix, suffix = context_around(text, start, end)
     result = engine.repair(prefix, text[start:end], suffix, fraction, options.sampler)
     return Edit(start, end, best_text(code, start, end, result, strip=False))
@@ -112,7 +117,7 @@ def _run_fill_body(engine, code, start, end, options, hooks) -> list[Edit]:
 
 
 def _run_repair(engine, code, start, end, options, hooks) -> list[Edit]:
-    return [repair(engine, code, start, end, options)]
+    return [repair(engine, code, start, end, options, max_tokens=hooks.max_tokens if hooks else MAX_HOLE_TOKENS)]
 
 
 def _run_suggest_name(engine, code, start, end, options, hooks) -> list[Edit]:

@@ -31,12 +31,17 @@ class Edit:
     new_text: str
 
 
+MAX_HOLE_TOKENS = 512  # the engine's limit for one hole
+
+
 @dataclass
 class Hooks:
-    """What the server passes down to a model call: cancellation and progress."""
+    """What the server passes down to a model call: cancellation, progress, and the most
+    tokens a hole may take however large the span it replaces (the actions' token bound)."""
 
     cancel: Callable[[], bool] | None = None
     progress: Callable[[float], None] | None = None
+    max_tokens: int = MAX_HOLE_TOKENS
 
 
 def context_around(text: str, start: int, end: int) -> tuple[str, str]:

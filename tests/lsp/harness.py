@@ -55,6 +55,23 @@ print(count)
 '''
 
 
+# Tests wait for events (a status, an edit, a progress report), never for a wall-clock
+# budget: this limit only stops a hang, and is generous because a slow host may take a
+# minute to import torch and load a model.
+EVENT_TIMEOUT_S = 300.0
+
+
+async def wait_until(predicate, what: str, timeout: float = EVENT_TIMEOUT_S) -> None:
+    """Until `predicate()` holds (checked every 20 ms); fails naming `what` after `timeout`."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:.0f} s for {what}")
+        await asyncio.sleep(0.02)
+
+
 def server_env(model: str | None = "tiny-random") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "DIFFILL_MODEL"}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
@@ -145,7 +162,7 @@ async def send_raw(client: LanguageClient, method: str, params: Any, msg_id: str
     future: Future = Future()
     client.protocol._request_futures[msg_id] = future
     client.protocol._send_data(JsonRPCRequestMessage(id=msg_id, method=method, jsonrpc="2.0", params=params))
-    return await asyncio.wait_for(asyncio.wrap_future(future), 30)
+    return await asyncio.wait_for(asyncio.wrap_future(future), EVENT_TIMEOUT_S)
 
 
 def open_doc(client: LanguageClient, uri: str, text: str, language: str = "python", version: int = 1) -> None:
@@ -196,12 +213,12 @@ class RawServer:
     """`python -m lsp_server` driven with raw bytes on its stdin: how a broken or hostile
     client talks.  A thread parses the server's stdout into messages (a queue)."""
 
-    def __init__(self, model: str | None = "tiny-random") -> None:
+    def __init__(self, model: str | None = "tiny-random", command: list[str] = SERVER_COMMAND) -> None:
         import queue
         import subprocess
         import threading
 
-        self.proc = subprocess.Popen(SERVER_COMMAND, env=server_env(model), stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen(command, env=server_env(model), stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.messages: "queue.Queue[dict]" = queue.Queue()
         self.stderr = b""
@@ -256,7 +273,7 @@ class RawServer:
     def notify(self, method: str, params: Any = None) -> None:
         self.send({"jsonrpc": "2.0", "method": method, "params": params})
 
-    def responses(self, ids: set, timeout: float = 60.0) -> dict[Any, dict]:
+    def responses(self, ids: set, timeout: float = EVENT_TIMEOUT_S) -> dict[Any, dict]:
         """The responses to `ids` (other messages are skipped), waiting up to `timeout`."""
         import queue
         import time
@@ -272,7 +289,7 @@ class RawServer:
                 found[msg.get("id")] = msg
         return found
 
-    def until(self, predicate, timeout: float = 60.0) -> dict:
+    def until(self, predicate, timeout: float = EVENT_TIMEOUT_S) -> dict:
         """The first message from now on that satisfies `predicate`."""
         import time
 
@@ -301,7 +318,8 @@ class RawServer:
         self.request(0, "initialize", {"processId": None, "rootUri": None, "capabilities": {
             "textDocument": {"inlineCompletion": {}}, "window": {"workDoneProgress": True}},
             "initializationOptions": options if options is not None else {"maxHoleTokens": 8}})
-        assert 0 in self.responses({0})
+        answer = self.responses({0}).get(0)
+        assert answer is not None and "result" in answer, answer
         self.notify("initialized", {})
 
     def kill(self) -> None:

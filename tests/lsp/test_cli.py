@@ -35,3 +35,7 @@ def test_bench_lsp_times_keystrokes_through_the_server():
     r = diffill("bench", "--lsp", "--model", "tiny-random", "--iterations", "2", "--tokens", "200")
     assert r.returncode == 0, r.stderr
     assert "tiny-random" in r.stdout and "cold keystroke -> suggestion" in r.stdout and "cache hit" in r.stdout
+    # time to first suggestion, the number a new user meets first (issue 14.10)
+    [startup] = [line for line in r.stdout.splitlines() if line.startswith("process start → ready: ")]
+    ready_ms, first_ms = (float(part.split(": ")[1].split(" ms")[0]) for part in startup.split("; "))
+    assert 0 < ready_ms <= first_ms, startup

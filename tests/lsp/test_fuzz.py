@@ -6,7 +6,13 @@ every edit and every range lies inside the document and inside the span its requ
 about, and rename / prepareRename ranges cover exactly the identifier the copy shows
 there (which catches any drift in incremental sync).
 
-CI runs >= 1,000 steps (45 examples x up to 50 steps; runs can end early); `-m slow` runs 10,000.
+Faults mix in: frames with a wrong Content-Length or a body that is not JSON (the server
+must lose that message only, and keep in sync), and lifecycle faults — shutdown with a
+request in flight, requests after shutdown, exit with or without shutdown — after which
+the machine checks the exit code and starts a fresh server with its documents reopened.
+
+CI runs >= 1,000 steps (45 examples x up to 50 steps; runs can end early), framing and
+lifecycle faults among them; `-m slow` runs 10,000.
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ from pygls.exceptions import JsonRpcContentModified, JsonRpcException, JsonRpcIn
 
 from infill_engine.syntax import scopes, spans
 from infill_engine.syntax.parse import Code, language_for
-from tests.lsp.harness import capabilities, config, edits_for
+from tests.lsp.harness import EVENT_TIMEOUT_S, RawServer, capabilities, config, edits_for
 
 ALLOWED_ERRORS = {JsonRpcInvalidParams.CODE, JsonRpcContentModified.CODE, JsonRpcRequestCancelled.CODE}
+INVALID_REQUEST = -32600
+RESTART_ODDS = 9  # a lifecycle fault acts one time in ten it is drawn: each costs a server start
 
 TEMPLATES = [
     ("python", ".py", "import os\n\n\ndef area(r):\n    return 3.14 * r * r\n\n\nclass Shape:\n    def grow(self, k):\n"
@@ -141,6 +149,26 @@ class ClientThread:
     def notify(self, method: str, params: Any) -> None:
         self.loop.call_soon_threadsafe(self.client.protocol.notify, method, params)
 
+    def write_raw(self, data: bytes) -> None:
+        """Bytes straight onto the server's stdin, in order with the client's own messages."""
+        self.loop.call_soon_threadsafe(self.client._server.stdin.write, data)
+
+    def start_request(self, method: str, params: Any):
+        """Send a request without waiting: a concurrent.futures.Future of its answer."""
+        return asyncio.run_coroutine_threadsafe(self.client.protocol.send_request_async(method, params), self.loop)
+
+    def exit_code(self, timeout: float = EVENT_TIMEOUT_S) -> int:
+        return self.call(asyncio.wait_for(self.client._server.wait(), timeout), timeout + 5)
+
+    def restart(self) -> None:
+        """A fresh server after the old one exited (as an editor restarts a dead server)."""
+        self.call(self.client.stop(), timeout=60)
+        self.client = self.call(config().start())
+        self.call(self.client.initialize_session(types.InitializeParams(
+            capabilities=capabilities(inline=False),
+            initialization_options={"maxHoleTokens": 4, "candidates": 1},
+        )))
+
     def close(self) -> None:
         async def shut() -> None:
             await self.client.shutdown_session()
@@ -176,6 +204,8 @@ class LspMachine(RuleBasedStateMachine):
     lsp: ClientThread
     counter = 0  # documents opened, for unique URIs
     steps = 0  # rules run (the invariant runs after each)
+    restarts = 0  # lifecycle faults so far this run
+    frame_faults = 0  # framing faults so far this run
 
     def __init__(self) -> None:
         super().__init__()
@@ -357,6 +387,65 @@ class LspMachine(RuleBasedStateMachine):
         self.lsp.notify(types.WORKSPACE_DID_CHANGE_CONFIGURATION,
                         types.DidChangeConfigurationParams(settings={"diffill": settings_}))
 
+    # -- faults -------------------------------------------------------------------------------
+
+    @rule(fault=st.sampled_from(["short", "long", "not-json", "not-utf8", "not-an-object"]),
+          body_of=st.sampled_from(["status", "garbage"]))
+    def framing_fault(self, fault: str, body_of: str) -> None:
+        """A broken frame: only the message inside it may be lost (never a document change,
+        so the documents stay in step); the next request must be answered as usual."""
+        body = b'{"jsonrpc": "2.0", "id": "lost", "method": "workspace/executeCommand", ' \
+               b'"params": {"command": "diffill.status", "arguments": []}}' if body_of == "status" else b"@garbage@"
+        if fault == "short":
+            frame = RawServer.frame(body, len(body) - 10)
+        elif fault == "long":
+            frame = RawServer.frame(body, len(body) + 40)
+        elif fault == "not-json":
+            frame = RawServer.frame(body[: len(body) // 2])
+        elif fault == "not-utf8":
+            frame = RawServer.frame(b"\xff\xfe" + body)
+        else:
+            frame = RawServer.frame(b"[1, 2, 3]")
+        LspMachine.frame_faults += 1
+        self.lsp.write_raw(frame)
+        status, error = self.lsp.request(types.WORKSPACE_EXECUTE_COMMAND,
+                                         types.ExecuteCommandParams(command="diffill.status"))
+        assert error is None and status["state"] in ("loading", "ready", "busy", "disabled"), (fault, status)
+
+    @rule(pick=st.integers(0, 100), a=st.integers(0, 10**6), polite=st.booleans(), now=st.integers(0, RESTART_ODDS))
+    def lifecycle_fault(self, pick: int, a: int, polite: bool, now: int) -> None:
+        """An inline request in flight, then `shutdown` (polite) or straight `exit`.  Only
+        when `now` is 0: each costs a server start.  (Not a precondition on a count: a
+        rule's availability must depend on the drawn data alone, or shrinking breaks.)"""
+        if now:
+            return
+        LspMachine.restarts += 1
+        doc = self._doc(pick)
+        in_flight = self.lsp.start_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=doc.uri), position=self._position(doc, a, wild=False),
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
+        if polite:
+            result, error = self.lsp.request(types.SHUTDOWN, None)
+            assert error is None and result is None
+            try:
+                in_flight.result(EVENT_TIMEOUT_S)  # answered: a result, or cancelled
+            except JsonRpcException as exc:
+                assert exc.code in ALLOWED_ERRORS, (exc.code, exc.message)
+            try:
+                self.lsp.call(self.lsp.client.protocol.send_request_async(
+                    types.WORKSPACE_EXECUTE_COMMAND, types.ExecuteCommandParams(command="diffill.status")))
+                raise AssertionError("a request after shutdown was answered")
+            except JsonRpcException as exc:
+                assert exc.code == INVALID_REQUEST, (exc.code, exc.message)
+        self.lsp.notify(types.EXIT, None)
+        assert self.lsp.exit_code() == (0 if polite else 1)
+        in_flight.cancel()
+        self.lsp.restart()
+        for d in self.docs.values():  # the new server knows nothing: reopen at the current text
+            self.lsp.notify(types.TEXT_DOCUMENT_DID_OPEN, types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(uri=d.uri, language_id=d.language_id, version=d.version,
+                                                     text=d.text)))
+
     @invariant()
     def server_alive(self) -> None:
         LspMachine.steps += 1
@@ -366,6 +455,8 @@ class LspMachine(RuleBasedStateMachine):
 def run_machine(lsp: ClientThread, examples: int, steps: int, derandomize: bool) -> int:
     LspMachine.lsp = lsp
     LspMachine.steps = 0
+    LspMachine.restarts = 0
+    LspMachine.frame_faults = 0
     run_state_machine_as_test(LspMachine, settings=settings(
         max_examples=examples, stateful_step_count=steps, deadline=None, derandomize=derandomize,
         suppress_health_check=list(HealthCheck), database=None,
@@ -378,6 +469,7 @@ def run_machine(lsp: ClientThread, examples: int, steps: int, derandomize: bool)
 def test_random_edits_and_requests(lsp: ClientThread) -> None:
     # Derandomized, so CI sees the same 1,000+ steps every run.
     assert run_machine(lsp, examples=45, steps=50, derandomize=True) >= 1000
+    assert LspMachine.frame_faults >= 20 and LspMachine.restarts >= 2, (LspMachine.frame_faults, LspMachine.restarts)
 
 
 @pytest.mark.slow

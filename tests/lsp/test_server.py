@@ -18,8 +18,8 @@ from pytest_lsp import LanguageClient
 
 from infill_engine.syntax import scopes, spans
 from infill_engine.syntax.parse import Code
-from tests.lsp.harness import (all_edit_uris, apply_edits, change_doc, close, config, edits_for, initialize, send_raw,
-                         offsets, open_doc, position_of, SHADOW, SOURCE)
+from tests.lsp.harness import (EVENT_TIMEOUT_S, all_edit_uris, apply_edits, change_doc, close, config, edits_for,
+                               initialize, offsets, open_doc, position_of, send_raw, wait_until, SHADOW, SOURCE)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -46,7 +46,7 @@ async def configure(client: LanguageClient, **settings) -> None:
     await client.workspace_execute_command_async(types.ExecuteCommandParams(command="diffill.status"))  # a barrier
 
 
-async def wait_for_progress(client: LanguageClient, token=None, timeout: float = 30.0) -> None:
+async def wait_for_progress(client: LanguageClient, token=None, timeout: float = EVENT_TIMEOUT_S) -> None:
     """Until a progress report (on `token`, or any) says some of a hole is filled."""
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
@@ -83,15 +83,10 @@ async def test_capabilities_are_advertised(client: LanguageClient):
 
 
 async def test_status_notification_and_command(client: LanguageClient):
-    for _ in range(200):  # notifications arrive asynchronously: wait for the first one
-        if client.statuses:
-            break
-        await asyncio.sleep(0.05)
-    assert client.statuses[0]["state"] == "loading"  # the model loads in the background from `initialized`
-    for _ in range(200):
-        if any(s["state"] == "ready" for s in client.statuses):
-            break
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: client.statuses, "the first diffill/status")  # notifications arrive asynchronously
+    # the model loads in the background from `initialize`: by `initialized` it may be loaded already
+    assert client.statuses[0]["state"] in ("loading", "ready")
+    await wait_until(lambda: any(s["state"] == "ready" for s in client.statuses), 'a "ready" status')
     ready = [s for s in client.statuses if s["state"] == "ready"]
     assert ready and ready[-1]["isRandom"] is True and "RANDOM WEIGHTS" in ready[-1]["model"]
     status = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="diffill.status"))
@@ -278,10 +273,7 @@ async def test_commands_apply_edits_through_workspace_apply_edit(client: Languag
     cursor = client.protocol._converter.unstructure(position_of(SOURCE, "pass"))
     assert await client.workspace_execute_command_async(types.ExecuteCommandParams(
         command="diffill.fillBody", arguments=[uri, cursor])) is None
-    for _ in range(50):
-        if len(client.applied_edits) > before:
-            break
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: len(client.applied_edits) > before, "workspace/applyEdit")
     applied = client.applied_edits[before]
     [edit] = edits_for(applied.edit, uri)
     assert offsets(SOURCE, edit.range) == spans.body_span(Code(SOURCE, "python"), SOURCE.index("pass"))
@@ -371,11 +363,12 @@ async def test_cancelling_a_command_stops_its_model_call(client: LanguageClient)
         pending = asyncio.ensure_future(client.protocol.send_request_async(
             types.WORKSPACE_EXECUTE_COMMAND,
             types.ExecuteCommandParams(command="diffill.rewriteSelection", arguments=[uri, sel]), msg_id="cmd-1"))
-        for _ in range(3000):  # until the server-created progress token reports
+        def reporting() -> bool:  # the server-created progress token reports: the model is at work
             fresh = [t for t in client.progress_reports if t not in known]
-            if fresh and any(isinstance(r, types.WorkDoneProgressReport) for r in client.progress_reports[fresh[0]]):
-                break
-            await asyncio.sleep(0.01)
+            return bool(fresh) and any(isinstance(r, types.WorkDoneProgressReport)
+                                       for r in client.progress_reports[fresh[0]])
+
+        await wait_until(reporting, "a progress report from the command")
         client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="cmd-1"))
         with pytest.raises(JsonRpcException) as err:
             await pending
@@ -411,7 +404,7 @@ async def test_server_keeps_answering_during_a_long_rewrite_and_shuts_down():
             await long_job
         assert err.value.code in (JsonRpcRequestCancelled.CODE, JsonRpcContentModified.CODE)
         lsp.exit(None)
-        await asyncio.wait_for(lsp._server.wait(), 30)
+        await asyncio.wait_for(lsp._server.wait(), EVENT_TIMEOUT_S)
         assert lsp._server.returncode == 0
     finally:
         await close(lsp)
@@ -483,7 +476,8 @@ async def test_settings_are_pulled_when_the_notification_carries_none(client: La
     client.set_configuration({"enabled": False}, section="diffill")
     try:
         client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
-        for _ in range(100):  # the server asks workspace/configuration, then applies the answer
+        deadline = time.monotonic() + EVENT_TIMEOUT_S
+        while time.monotonic() < deadline:  # the server asks workspace/configuration, then applies the answer
             status = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="diffill.status"))
             if not status["enabled"]:
                 break
@@ -514,10 +508,7 @@ async def test_unlikely_hints_are_published_as_hint_diagnostics(client: Language
     await configure(client, features={"unlikelyHints": True})
     try:
         open_doc(client, uri, SOURCE)
-        for _ in range(100):
-            if client.diagnostics.get(uri):
-                break
-            await asyncio.sleep(0.1)
+        await wait_until(lambda: client.diagnostics.get(uri), "hint diagnostics")
         diagnostics = client.diagnostics.get(uri)
         assert diagnostics  # random weights find everything unlikely
         lines = SOURCE.split("\n")
@@ -526,10 +517,8 @@ async def test_unlikely_hints_are_published_as_hint_diagnostics(client: Language
             assert d.range.start.line == d.range.end.line and d.range.end.character <= len(lines[d.range.end.line])
     finally:
         await configure(client, features={"unlikelyHints": False})
-    for _ in range(50):
-        if client.diagnostics.get(uri) is not None and len(client.diagnostics[uri]) == 0:
-            break
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: client.diagnostics.get(uri) is not None and len(client.diagnostics[uri]) == 0,
+                     "the hints to be withdrawn")
     assert len(client.diagnostics.get(uri)) == 0  # switched off: cleared
 
 
@@ -560,10 +549,9 @@ async def test_inline_completion_with_the_bundled_model():
 
         # A model that cannot be loaded: an error status and message, empty answers, no crash.
         await configure(lsp, model="/no/such/model")
-        for _ in range(200):  # the status and the message are two notifications: wait for both
-            if lsp.statuses and lsp.statuses[-1]["state"] == "error" and lsp.messages:
-                break
-            await asyncio.sleep(0.05)
+        # the status and the message are two notifications: wait for both
+        await wait_until(lambda: lsp.statuses and lsp.statuses[-1]["state"] == "error" and lsp.messages,
+                         'an "error" status and its message')
         assert lsp.statuses[-1]["state"] == "error" and "/no/such/model" in lsp.statuses[-1]["message"]
         assert any(m.type == types.MessageType.Error and "/no/such/model" in m.message for m in lsp.messages)
         change_doc(lsp, uri, 2, types.Range(start=cursor, end=cursor), "a")
