@@ -35,6 +35,11 @@ export interface ServerSettings {
   threshold: number;
   candidates: number;
   debounceMs: number;
+  lengths: number[];
+  actionMaxTokens: number;
+  actionMaxSteps: number;
+  actionTimeoutMs: number;
+  commandReplyMs: number;
   features: FeatureSettings;
   server: { url: string | null; token: string | null };
 }
@@ -99,6 +104,11 @@ export function serverSettings(cfg: ConfigReader): ServerSettings {
     threshold: setting(cfg, "threshold"),
     candidates: setting(cfg, "candidates"),
     debounceMs: setting(cfg, "debounceMs"),
+    lengths: setting(cfg, "lengths"),
+    actionMaxTokens: setting(cfg, "actionMaxTokens"),
+    actionMaxSteps: setting(cfg, "actionMaxSteps"),
+    actionTimeoutMs: setting(cfg, "actionTimeoutMs"),
+    commandReplyMs: setting(cfg, "commandReplyMs"),
     features,
     // Empty means "not set": the server loads the model itself.
     server: { url: url === "" ? null : url, token: token === "" ? null : token },
