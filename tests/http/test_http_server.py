@@ -165,7 +165,8 @@ def test_full_queue_is_503_with_retry_after(tiny):
         bodies = [{**SLOW, "length": 60, "stream": n % 2 == 1} for n in range(6)]  # a stream is refused the same way
         answers = asyncio.run(_post_all(server.url, bodies))
     codes = sorted(r.status_code for r in answers)
-    assert codes.count(200) >= 2 and codes.count(503) >= 1 and set(codes) <= {200, 503}
+    # One in the queue, plus one running if the model thread took the first before the rest came.
+    assert 1 <= codes.count(200) <= 2 and codes.count(503) >= 4 and set(codes) <= {200, 503}
     assert all(r.headers["retry-after"] == "1" for r in answers if r.status_code == 503)
     assert any(r.status_code == 503 for r, b in zip(answers, bodies) if b["stream"])
 
