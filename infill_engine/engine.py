@@ -168,7 +168,8 @@ class Engine:
 
         With `lengths`, row b's slots from lengths[b] on are padding from the start and the
         rest must be text; a row that is done drops out of the batch (short rows are cheap)."""
-        be, settings = self.backend, req.sampler
+        be = self.backend
+        settings = req.sampler.with_defaults(getattr(be, "generation_defaults", {}))
         device = be.device
         B, n, k = len(lengths) or req.candidates, layout.slots, layout.holes
         ids = layout.ids.to(device).repeat(B, 1)
@@ -187,7 +188,12 @@ class Engine:
         banned = list(be.banned_ids) + ([] if allow_pad or be.pad_id is None else [be.pad_id])
         pad_trails = allow_pad and be.pad_id is not None and be.pad_trails
         state = be.prepare(ids, hole)
-        forwards, total = 0, masked.sum().item()
+        # LLaDA's classifier-free guidance: the same hole with every context token masked.
+        guided = settings.strategy == "llada" and bool(settings.cfg_scale)
+        blind = ids.masked_fill(~hole, be.mask_id) if guided else None
+        blind_state = be.prepare(blind, hole) if guided else None
+        steps = sampler.plan_steps(masked, settings)
+        forwards, step, total = 0, 0, masked.sum().item()
         while masked.any():
             if req.cancel is not None and req.cancel():
                 raise InfillCancelled()
@@ -195,6 +201,13 @@ class Engine:
             ids[:, hole] = x.repeat(1, k)
             logits = be.hole_logits(state, ids[live]).float()
             forwards += 1
+            if guided:
+                blind[:, hole] = x.repeat(1, k)
+                unconditional = be.hole_logits(blind_state, blind[live]).float()
+                logits = unconditional + (settings.cfg_scale + 1) * (logits - unconditional)
+                logits = logits.nan_to_num(nan=-math.inf)  # -inf - -inf where a backend folded a token away
+                forwards += 1
+            step += 1
             # Bans go in before the softmax, so confidences and entropies are those of the
             # distribution actually sampled (after it, a banned favourite would leave every
             # allowed token looking unsure).  Tied holes vote together: the mean of their
@@ -202,22 +215,22 @@ class Engine:
             # (out of place: a checkpoint's logits may be an inference-mode tensor)
             logits = logits.index_fill(-1, torch.tensor(banned, device=device), -math.inf)
             logp = torch.log_softmax(logits, -1).view(logits.shape[0], k, n, -1).mean(1).log_softmax(-1)
-            if pad_trails and forwards == 1:
+            if pad_trails and step == 1:
                 x, conf, masked = _settle_length(logp, x, conf, masked, be.pad_id)
                 banned.append(be.pad_id)  # the rest of the hole is text
                 logp[..., be.pad_id] = -math.inf
                 logp = logp.log_softmax(-1)
-            tokens, p = sampler.propose(logp, settings, generator, None if greedy_rows is None else greedy_rows[live])
-            count = sampler.commit_count(masked[live], p, settings, forwards - 1)
+            tokens, p, chosen = sampler.step(logp, masked[live], settings, step - 1, steps[live], generator,
+                                             None if greedy_rows is None else greedy_rows[live])
             commit = torch.zeros_like(masked)
-            commit[live] = sampler.commit_most_certain(sampler.certainty(logp, p, settings.strategy), masked[live], count)
+            commit[live] = chosen
             x[live] = torch.where(commit[live], tokens, x[live])
             conf[live] = torch.where(commit[live], p, conf[live])
             masked &= ~commit
             if req.progress is not None:
                 req.progress(1.0 - masked.sum().item() / max(total, 1))
             if req.on_step is not None:
-                req.on_step(forwards, [self._show(row) for row in x])
+                req.on_step(step, [self._show(row) for row in x])
         return x, conf, forwards
 
     def _candidate(self, slots: torch.Tensor, conf: torch.Tensor) -> Candidate:

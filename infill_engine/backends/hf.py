@@ -88,6 +88,7 @@ class HFBackend:
         self.banned_ids = list(spec.ids.banned_ids)
         self.max_len = spec.max_len
         self.vocab_size = int(spec.config.vocab_size)
+        self.generation_defaults: dict = {}  # sampler preset defaults from generation_config.json
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
