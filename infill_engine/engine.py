@@ -24,6 +24,9 @@ from .request import (Candidate, InfillCancelled, InfillError, InfillRequest, In
 # Extra candidates beyond the first are sampled at this temperature when the request is
 # greedy: n identical greedy candidates would be no choice at all.
 CANDIDATE_TEMPERATURE = 0.8
+# A hole whose model grows and shrinks it (DreamOn) starts with this many masks, as
+# DreamOn's own examples do, and may grow up to the request's max_length.
+EDIT_START_SLOTS = 4
 
 
 @dataclass
@@ -67,19 +70,23 @@ class Engine:
         req.validate(self.backend.max_len)
         t0 = time.perf_counter()
         fixed = req.length is not None
-        slots = req.length if fixed else req.max_length
-        lengths = () if fixed else self._search_lengths(req)
+        edits = not fixed and getattr(self.backend, "expand_id", None) is not None
+        slots = req.length if fixed else min(EDIT_START_SLOTS, req.max_length) if edits else req.max_length
+        lengths = () if fixed or edits else self._search_lengths(req)
         pieces = [self.backend.encode(t) for t in (req.prefix, *req.between, req.suffix)]
         layout = self._layout(pieces, slots)
         with self._lock, torch.no_grad():
-            x, conf, forwards = self._denoise(layout, req, allow_pad=not fixed, lengths=lengths)
+            if edits:
+                x, conf, forwards = self._denoise_edits(layout, req)
+            else:
+                x, conf, forwards = self._denoise(layout, req, allow_pad=not fixed, lengths=lengths)
         candidates = [self._candidate(x[b], conf[b]) for b in range(x.shape[0])]
         if len(candidates) > 1:
             # Most likely first; the greedy one (or the shortest length) wins ties.  Blank text
             # goes last whatever its score: a few newlines are the likeliest filling of almost
             # any hole (71 of 300 held-out lines picked one), and never what a user asked for.
             candidates = sorted(candidates, key=lambda c: (not c.text.strip(), -c.score))
-        return InfillResult(candidates, forwards, layout.slots, (time.perf_counter() - t0) * 1000, layout.context_cut)
+        return InfillResult(candidates, forwards, x.shape[1], (time.perf_counter() - t0) * 1000, layout.context_cut)
 
     def score(self, prefix: str, middle: str, suffix: str, groups: int = 4) -> list[TokenLikelihood]:
         """Probability of each token of `middle` with it (and every `groups`-th neighbour) masked.
@@ -163,11 +170,33 @@ class Engine:
             hole += [False] * len(tail)
         return Layout(torch.tensor(ids, dtype=torch.long), torch.tensor(hole), holes, slots, cut)
 
-    def _denoise(self, layout: Layout, req: InfillRequest, allow_pad: bool, lengths: tuple[int, ...] = ()):
+    def _denoise_edits(self, layout: Layout, req: InfillRequest):
+        """DreamOn's variable length: one `_denoise` per candidate (each grows or shrinks its
+        hole its own way, so they cannot share a batch), the first greedy if the request is."""
+        room = (self.backend.max_len - len(layout.ids)) // layout.holes
+        cap = max(layout.slots, min(req.max_length, layout.slots + room))
+        rows, forwards = [], 0
+        for c in range(req.candidates):
+            settings = req.sampler
+            if c:
+                settings = replace(settings, seed=settings.seed + c, temperature=settings.temperature or CANDIDATE_TEMPERATURE)
+            x, conf, f = self._denoise(layout, replace(req, candidates=1, sampler=settings), allow_pad=False, edit_cap=cap)
+            rows.append((x[0], conf[0]))
+            forwards += f
+        n = max(x.shape[0] for x, _ in rows)
+        pad = self.backend.pad_id if self.backend.pad_id is not None else self.backend.mask_id
+        x = torch.stack([torch.cat([x, x.new_full((n - len(x),), pad)]) for x, _ in rows])
+        conf = torch.stack([torch.cat([p, p.new_ones(n - len(p))]) for _, p in rows])
+        return x, conf, forwards
+
+    def _denoise(self, layout: Layout, req: InfillRequest, allow_pad: bool, lengths: tuple[int, ...] = (),
+                 edit_cap: int | None = None):
         """The masked-diffusion loop.  Returns (slots [B, n], confidences [B, n], forwards).
 
         With `lengths`, row b's slots from lengths[b] on are padding from the start and the
-        rest must be text; a row that is done drops out of the batch (short rows are cheap)."""
+        rest must be text; a row that is done drops out of the batch (short rows are cheap).
+        With `edit_cap` (one row, a model with <|expand|>): a committed expand becomes two
+        masks and a committed delete leaves the hole, which stays within edit_cap slots."""
         be = self.backend
         settings = req.sampler.with_defaults(getattr(be, "generation_defaults", {}))
         device = be.device
@@ -186,6 +215,8 @@ class Engine:
         greedy_rows = torch.arange(B, device=device) == 0 if req.sampler.temperature == 0 else None
         allow_pad = allow_pad and not lengths  # a length row's padding is already in place
         banned = list(be.banned_ids) + ([] if allow_pad or be.pad_id is None else [be.pad_id])
+        edit_ids = (be.expand_id, getattr(be, "delete_id", None)) if edit_cap is not None else ()
+        banned = [i for i in banned if i not in edit_ids]
         pad_trails = allow_pad and be.pad_id is not None and be.pad_trails
         state = be.prepare(ids, hole)
         # LLaDA's classifier-free guidance: the same hole with every context token masked.
@@ -213,7 +244,8 @@ class Engine:
             # allowed token looking unsure).  Tied holes vote together: the mean of their
             # log-probabilities, normalised again.
             # (out of place: a checkpoint's logits may be an inference-mode tensor)
-            logits = logits.index_fill(-1, torch.tensor(banned, device=device), -math.inf)
+            full = edit_cap is not None and n >= edit_cap  # no room to grow: expand is banned too
+            logits = logits.index_fill(-1, torch.tensor(banned + list(edit_ids[:1]) * full, device=device), -math.inf)
             logp = torch.log_softmax(logits, -1).view(logits.shape[0], k, n, -1).mean(1).log_softmax(-1)
             if pad_trails and step == 1:
                 x, conf, masked = _settle_length(logp, x, conf, masked, be.pad_id)
@@ -221,12 +253,19 @@ class Engine:
                 logp[..., be.pad_id] = -math.inf
                 logp = logp.log_softmax(-1)
             tokens, p, chosen = sampler.step(logp, masked[live], settings, step - 1, steps[live], generator,
-                                             None if greedy_rows is None else greedy_rows[live])
+                                             None if greedy_rows is None else greedy_rows[live],
+                                             transfer=1 if edit_cap is not None else None)
             commit = torch.zeros_like(masked)
             commit[live] = chosen
             x[live] = torch.where(commit[live], tokens, x[live])
             conf[live] = torch.where(commit[live], p, conf[live])
             masked &= ~commit
+            if edit_cap is not None and any((x == i).any() for i in edit_ids if i is not None):
+                x, conf, masked = _edit_length(x, conf, masked, be.mask_id, *edit_ids)
+                ids, hole = _resize_holes(ids[0], hole, x.shape[1], be.mask_id)
+                ids, n = ids[None], x.shape[1]
+                if masked.any():
+                    state = be.prepare(ids, hole)
             if req.progress is not None:
                 req.progress(1.0 - masked.sum().item() / max(total, 1))
             if req.on_step is not None:
@@ -266,3 +305,31 @@ def _settle_length(logp, x, conf, masked, pad_id: int):
     after &= masked
     return torch.where(after, pad_id, x), torch.where(after, 1.0, conf), masked & ~after
 
+
+
+def _edit_length(x, conf, masked, mask_id: int, expand_id: int, delete_id: int | None):
+    """DreamOn's edits on one row: an expand slot becomes two masks, a delete slot goes."""
+    out_x, out_conf = [], []
+    for t, p in zip(x[0].tolist(), conf[0].tolist()):
+        if t == expand_id:
+            out_x += [mask_id, mask_id]
+            out_conf += [0.0, 0.0]
+        elif t != delete_id:
+            out_x.append(t)
+            out_conf.append(p)
+    x = torch.tensor([out_x], dtype=x.dtype, device=x.device)
+    return x, torch.tensor([out_conf], dtype=conf.dtype, device=conf.device), x == mask_id
+
+
+def _resize_holes(ids: torch.Tensor, hole: torch.Tensor, slots: int, mask_id: int):
+    """ids [L] and hole [L] with every hole run (tied holes) resized to `slots` masks."""
+    out, where, inside = [], [], False
+    for t, h in zip(ids.tolist(), hole.tolist()):
+        if h and not inside:
+            out += [mask_id] * slots
+            where += [True] * slots
+        elif not h:
+            out.append(t)
+            where.append(False)
+        inside = h
+    return torch.tensor(out, device=ids.device), torch.tensor(where, device=hole.device)

@@ -64,13 +64,15 @@ def commit_most_certain(score: torch.Tensor, masked: torch.Tensor, count: torch.
 
 
 def step(logp: torch.Tensor, masked: torch.Tensor, settings: SamplerSettings, index: int, steps: torch.Tensor,
-         generator: torch.Generator | None, greedy_rows: torch.Tensor | None = None):
+         generator: torch.Generator | None, greedy_rows: torch.Tensor | None = None, transfer: int | None = None):
     """One denoising step: (tokens [B, n], their probability [B, n], which slots to commit [B, n]).
 
     index counts steps from 0; steps [B] is each row's step budget for the upstream presets
-    (the diffill strategies decide as they go)."""
+    (the diffill strategies decide as they go).  transfer: the dream preset commits this many
+    slots a step instead of its schedule (DreamOn's number_transfer_tokens, for a hole whose
+    length changes as it denoises)."""
     if settings.strategy == "dream":
-        return dream_step(logp, masked, settings, index, steps, generator, greedy_rows)
+        return dream_step(logp, masked, settings, index, steps, generator, greedy_rows, transfer)
     if settings.strategy == "llada":
         return llada_step(logp, masked, settings, index, steps, generator, greedy_rows)
     tokens, p = propose(logp, settings, generator, greedy_rows)
@@ -106,7 +108,7 @@ def filter_logits(logits: torch.Tensor, top_p: float | None, top_k: int | None) 
     return logits
 
 
-def dream_step(logp, masked, settings: SamplerSettings, index: int, steps, generator, greedy_rows):
+def dream_step(logp, masked, settings: SamplerSettings, index: int, steps, generator, greedy_rows, transfer=None):
     logits = logp / settings.temperature if settings.temperature > 0 else logp
     probs = filter_logits(logits, settings.top_p, settings.top_k).softmax(-1)
     conf, greedy = probs.max(-1)
@@ -125,19 +127,22 @@ def dream_step(logp, masked, settings: SamplerSettings, index: int, steps, gener
     commit = torch.zeros_like(masked)
     for b in range(masked.shape[0]):
         total = int(steps[b])
-        last = index >= total - 1
+        last = index >= total - 1 and transfer is None
         open_b = masked[b]
         if last:
             commit[b] = open_b
             continue
-        # float32 as upstream: int() of this product decides whole tokens
-        t = torch.linspace(1, settings.eps, total + 1)
-        fraction = 1 - t[index + 1] / t[index]
-        if settings.alg == "origin":
-            draw = torch.rand(open_b.shape, generator=generator, device=open_b.device)
-            commit[b] = open_b & (draw < fraction.item())
-            continue
-        count = int(open_b.sum().float() * fraction)
+        if transfer is not None:
+            count = min(transfer, int(open_b.sum()))
+        else:
+            # float32 as upstream: int() of this product decides whole tokens
+            t = torch.linspace(1, settings.eps, total + 1)
+            fraction = 1 - t[index + 1] / t[index]
+            if settings.alg == "origin":
+                draw = torch.rand(open_b.shape, generator=generator, device=open_b.device)
+                commit[b] = open_b & (draw < fraction.item())
+                continue
+            count = int(open_b.sum().float() * fraction)
         if count == 0:
             continue
         score = conf[b].masked_fill(~open_b, -math.inf)
