@@ -219,3 +219,30 @@ def test_llada_random_remasking_keeps_the_schedule(llada):
                                     sampler=SamplerSettings(strategy="llada", remasking="random", seed=seed)))
         orders.add(tuple(texts))
     assert len(orders) > 1  # which slot goes first is random
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def test_cli_runs_a_preset_on_a_checkpoint(tmp_path):
+    import argparse
+    import subprocess
+    import sys
+
+    from infill_engine import cli
+    from tests import REPO
+
+    ap = argparse.ArgumentParser()
+    cli.add_sampler_arguments(ap)
+    settings = cli.sampler_settings(ap.parse_args(["--strategy", "llada", "--block-length", "4", "--cfg-scale", "1.5"]))
+    assert (settings.block_length, settings.cfg_scale, settings.remasking) == (4, 1.5, None)
+
+    write_dream(tmp_path / "Dream-Coder-v0-7B")
+    source = tmp_path / "a.py"
+    source.write_text(PREFIX + "\n" + SUFFIX)
+    r = subprocess.run([sys.executable, "-m", "infill_engine.cli", "fill", str(source), "--at", "2:1",
+                        "--model", str(tmp_path / "Dream-Coder-v0-7B"), "--strategy", "dream", "--alg",
+                        "topk_margin", "--steps", "3", "--length", "6", "--show-steps"],
+                       capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("--- step") == 3  # six slots in three steps
