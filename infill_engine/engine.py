@@ -261,11 +261,14 @@ class Engine:
             conf[live] = torch.where(commit[live], p, conf[live])
             masked &= ~commit
             if edit_cap is not None and any((x == i).any() for i in edit_ids if i is not None):
-                x, conf, masked = _edit_length(x, conf, masked, be.mask_id, *edit_ids)
+                x, conf, masked = _edit_length(x, conf, be.mask_id, *edit_ids, cap=edit_cap)
                 ids, hole = _resize_holes(ids[0], hole, x.shape[1], be.mask_id)
                 ids, n = ids[None], x.shape[1]
                 if masked.any():
                     state = be.prepare(ids, hole)
+                    if guided:
+                        blind = ids.masked_fill(~hole, be.mask_id)
+                        blind_state = be.prepare(blind, hole)
             if req.progress is not None:
                 req.progress(1.0 - masked.sum().item() / max(total, 1))
             if req.on_step is not None:
@@ -306,14 +309,18 @@ def _settle_length(logp, x, conf, masked, pad_id: int):
     return torch.where(after, pad_id, x), torch.where(after, 1.0, conf), masked & ~after
 
 
+def _edit_length(x, conf, mask_id: int, expand_id: int, delete_id: int | None, cap: int):
+    """DreamOn's edits on one row: an expand slot becomes two masks, a delete slot goes.
 
-def _edit_length(x, conf, masked, mask_id: int, expand_id: int, delete_id: int | None):
-    """DreamOn's edits on one row: an expand slot becomes two masks, a delete slot goes."""
+    Expands beyond `cap` slots (several in one step near the cap) reopen their slot as one mask."""
     out_x, out_conf = [], []
+    room = cap - x.shape[1]
     for t, p in zip(x[0].tolist(), conf[0].tolist()):
         if t == expand_id:
-            out_x += [mask_id, mask_id]
-            out_conf += [0.0, 0.0]
+            grow = room > 0
+            room -= grow
+            out_x += [mask_id] * (1 + grow)
+            out_conf += [0.0] * (1 + grow)
         elif t != delete_id:
             out_x.append(t)
             out_conf.append(p)

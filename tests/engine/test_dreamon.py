@@ -93,3 +93,18 @@ def test_fixed_length_and_candidates_with_edits(tmp_path):
     assert len(result.candidates) == 3
     # the greedy one grows to max_length (expand beats the .57 delete after a mask)
     assert "a" * 8 in [c.text for c in result.candidates]
+
+
+def test_edits_stay_within_the_cap():
+    from infill_engine.engine import _edit_length, _resize_holes
+
+    E, D, M = 90, 91, 99
+    x = torch.tensor([[E, 5, E, D, E]])
+    out, conf, masked = _edit_length(x, torch.ones(1, 5), M, E, D, cap=6)
+    # one slot of room: the first expand grows, the others reopen as one mask each
+    assert out.tolist() == [[M, M, 5, M, M]] and masked.sum() == 4 and conf[0, 2] == 1
+    # tied holes all take the new size; the text between them stays
+    ids = torch.tensor([1, M, M, 2, M, M, 3])
+    hole = ids == M
+    new_ids, new_hole = _resize_holes(ids, hole, 3, M)
+    assert new_ids.tolist() == [1, M, M, M, 2, M, M, M, 3] and new_hole.sum() == 6
