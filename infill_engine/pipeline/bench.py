@@ -219,3 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<22}{r['forwards_per_token']:>16.2f}{r['tokens_per_s']:>10.0f}{r['ms_per_hole']:>9.0f}"
               f"{r['tokens_per_s'] / base['tokens_per_s']:>16.1f}x")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

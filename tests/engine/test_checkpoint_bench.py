@@ -58,3 +58,19 @@ def test_bench_cli_prints_the_ratio_table(tmp_path):
     for way in ("vanilla 1/step", "cache 1/step", "cache fixed 4", "threshold 0.9", "vanilla 1/step x8"):
         assert way in r.stdout
     assert "1.00x" in r.stdout  # vanilla against itself
+
+
+def test_gpu_bench_script_runs_on_cpu_with_tiny_shapes(tmp_path):
+    import os
+
+    shapes = [shrunk(tmp_path, "qwen2-7b", TINY), shrunk(tmp_path, "llada-8b", TINY_LLADA)]
+    env = os.environ | {"SHAPES": " ".join(map(str, shapes)), "DEVICE": "cpu", "CONTEXT": "24", "HOLE": "8",
+                        "REPEATS": "1", "PYTHON": sys.executable, "PYTHONPATH": str(REPO)}
+    out = tmp_path / "out"
+    r = subprocess.run([str(REPO / "scripts" / "bench-on-gpu.sh"), str(out)], capture_output=True, text=True,
+                       timeout=600, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for shape in ("qwen2-7b", "llada-8b"):
+        table = (out / f"{shape}.txt").read_text()
+        assert "cache fixed 4 x8" in table and "vs vanilla" in table
+    assert (out / "gpu.txt").exists()
