@@ -13,7 +13,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .request import DREAM_ALGS, LLADA_REMASKING, STRATEGIES, InfillCancelled, InfillError, InfillOptions, SamplerSettings
+from .request import (DREAM_ALGS, LLADA_REMASKING, STRATEGIES, InfillCancelled, InfillError, InfillOptions,
+                      SamplerSettings)
 
 COMMANDS_HELP = """\
   fill FILE --at LINE:COL       print the text the model infills at that point (1-based)

@@ -179,8 +179,10 @@ class Engine:
         for c in range(req.candidates):
             settings = req.sampler
             if c:
-                settings = replace(settings, seed=settings.seed + c, temperature=settings.temperature or CANDIDATE_TEMPERATURE)
-            x, conf, f = self._denoise(layout, replace(req, candidates=1, sampler=settings), allow_pad=False, edit_cap=cap)
+                settings = replace(settings, seed=settings.seed + c,
+                                   temperature=settings.temperature or CANDIDATE_TEMPERATURE)
+            x, conf, f = self._denoise(layout, replace(req, candidates=1, sampler=settings), allow_pad=False,
+                                       edit_cap=cap)
             rows.append((x[0], conf[0]))
             forwards += f
         n = max(x.shape[0] for x, _ in rows)

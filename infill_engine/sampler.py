@@ -83,7 +83,10 @@ def step(logp: torch.Tensor, masked: torch.Tensor, settings: SamplerSettings, in
 def plan_steps(masked: torch.Tensor, settings: SamplerSettings) -> torch.Tensor:
     """Each row's step budget [B] for the upstream presets: `steps`, else one per masked slot
     (upstream's steps = gen_length), never fewer than LLaDA's blocks (each needs one)."""
-    steps = masked.sum(-1).clamp(min=1) if settings.steps is None else torch.full_like(masked[:, 0], settings.steps, dtype=torch.long)
+    if settings.steps is None:
+        steps = masked.sum(-1).clamp(min=1)
+    else:
+        steps = torch.full_like(masked[:, 0], settings.steps, dtype=torch.long)
     if settings.strategy == "llada":
         steps = torch.maximum(steps, torch.full_like(steps, _blocks(masked.shape[1], settings)))
     return steps

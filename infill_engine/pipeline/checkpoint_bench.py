@@ -125,7 +125,8 @@ def bench(directory: Path, device: str = "cpu", context: int = 1024, hole: int =
     for _ in range(repeats):
         for contender in contenders:
             times[contender[0]].append(once(*contender))
-    out = {"model": f"{exact.name} ({exact.spec.family}, {exact.dtype}, {exact.device})", "context": context, "hole": hole}
+    model = f"{exact.name} ({exact.spec.family}, {exact.dtype}, {exact.device})"
+    out = {"model": model, "context": context, "hole": hole}
     for name, _, _, batch in contenders:
         seconds = statistics.median(times[name])
         out[name] = {"ms_per_forward": seconds * 1000 / forwards[name], "tokens_per_s": batch * hole / seconds,
