@@ -12,7 +12,7 @@ from infill_engine.backends.checkpoint import detect_family, read_config
 from infill_engine.pipeline import checkpoint_bench
 from tests import REPO
 
-from .test_hf_backends import write_dream, write_llada
+from .test_hf_backends import write_dream
 
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "vocab_size": 512, "mask_token_id": 500, "pad_token_id": 501, "eos_token_id": 501}
@@ -30,11 +30,11 @@ def shrunk(tmp_path, shape: str, overrides: dict):
 
 
 def test_shipped_shapes_are_the_published_layouts():
-    sizes = {}
+    families = {}
     for shape in ("qwen2-0.5b", "qwen2-7b", "llada-8b"):
         config = read_config(checkpoint_bench.SHAPES / shape)
-        sizes[shape] = detect_family(config)
-    assert sizes == {"qwen2-0.5b": "dream", "qwen2-7b": "dream", "llada-8b": "llada"}
+        families[shape] = detect_family(config)
+    assert families == {"qwen2-0.5b": "dream", "qwen2-7b": "dream", "llada-8b": "llada"}
 
 
 @pytest.mark.parametrize("shape,overrides", [("qwen2-0.5b", TINY), ("llada-8b", TINY_LLADA)])
