@@ -137,13 +137,13 @@ def bench(directory: Path, device: str = "cpu", context: int = 1024, hole: int =
 def print_table(r: dict) -> None:
     base = r["vanilla 1/step"]
     print(f"model: {r['model']}  {r['hole']}-token infill at {r['context']} context tokens "
-          f"(threads {torch.get_num_threads()})")
+          f"(threads {torch.get_num_threads()}); ms/forward is wall time / forwards, the cache's context pass included")
     print(f"  {'way':<20}{'batch':>6}{'forwards':>9}{'ms/forward':>12}{'tokens/s':>10}{'vs vanilla':>12}")
     for name, row in r.items():
         if not isinstance(row, dict):
             continue
         print(f"  {name:<20}{row['batch']:>6}{row['forwards']:>9}{row['ms_per_forward']:>12.1f}"
-              f"{row['tokens_per_s']:>10.0f}{row['tokens_per_s'] / base['tokens_per_s']:>11.2f}x")
+              f"{row['tokens_per_s']:>10.1f}{row['tokens_per_s'] / base['tokens_per_s']:>11.2f}x")
 
 
 def is_checkpoint(model: str | None) -> bool:
