@@ -13,7 +13,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .request import STRATEGIES, InfillCancelled, InfillError, InfillOptions, SamplerSettings
+from .request import (DREAM_ALGS, LLADA_REMASKING, STRATEGIES, InfillCancelled, InfillError, InfillOptions,
+                      SamplerSettings)
 
 COMMANDS_HELP = """\
   fill FILE --at LINE:COL       print the text the model infills at that point (1-based)
@@ -95,11 +96,26 @@ def add_sampler_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--tokens-per-step", type=int, default=SamplerSettings.tokens_per_step)
     ap.add_argument("--temperature", type=float, default=SamplerSettings.temperature)
     ap.add_argument("--seed", type=int, default=SamplerSettings.seed)
+    preset = ap.add_argument_group("upstream presets (--strategy dream / llada; unset: the checkpoint's "
+                                   "generation_config.json, else the preset's default)")
+    preset.add_argument("--steps", type=int, help="forwards over the hole (default: one per slot)")
+    preset.add_argument("--eps", type=float, help="dream: the last timestep (default 1e-3)")
+    preset.add_argument("--alg", choices=DREAM_ALGS, help="dream: which slots first (default entropy)")
+    preset.add_argument("--alg-temp", type=float, help="dream: > 0 samples which slots commit")
+    preset.add_argument("--top-p", type=float, help="dream: nucleus sampling")
+    preset.add_argument("--top-k", type=int, help="dream: top-k sampling")
+    preset.add_argument("--block-length", type=int, help="llada: semi-autoregressive blocks (default: one)")
+    preset.add_argument("--remasking", choices=LLADA_REMASKING, help="llada: default low_confidence")
+    preset.add_argument("--cfg-scale", type=float, help="llada: classifier-free guidance (default 0)")
+
+
+PRESET_FIELDS = ("steps", "eps", "alg", "alg_temp", "top_p", "top_k", "block_length", "remasking", "cfg_scale")
 
 
 def sampler_settings(args: argparse.Namespace) -> SamplerSettings:
+    preset = {name: getattr(args, name, None) for name in PRESET_FIELDS}
     return SamplerSettings(strategy=args.strategy, threshold=args.threshold, tokens_per_step=args.tokens_per_step,
-                           temperature=args.temperature, seed=args.seed)
+                           temperature=args.temperature, seed=args.seed, **preset)
 
 
 def fill(argv: list[str]) -> int:

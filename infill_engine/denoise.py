@@ -37,9 +37,14 @@ class Denoiser:
     With `lengths`, row b's slots from lengths[b] on are padding from the start and the rest
     must be text; a row that is done leaves `live`, so its caller can stop computing it.
     Without, an auto-length request (`req.length is None`) settles its length after the
-    first forward (`settle_length`)."""
+    first forward (`settle_length`).  With `edit_cap` (one row, a model with <|expand|>,
+    DreamOn): a committed expand becomes two masks and a committed delete leaves the hole,
+    which stays within edit_cap slots; `resized` tells the caller to prepare the context
+    again.  `guided` (LLaDA's cfg_scale): each step also takes the logits of the same hole
+    with every context token masked (`sequences(rows, blind=True)`)."""
 
-    def __init__(self, backend: Backend, layout: Layout, req: InfillRequest, lengths: tuple[int, ...] = ()):
+    def __init__(self, backend: Backend, layout: Layout, req: InfillRequest, lengths: tuple[int, ...] = (),
+                 edit_cap: int | None = None):
         self.backend, self.layout, self.req = backend, layout, req
         device = backend.device
         B, n, k = len(lengths) or req.candidates, layout.slots, layout.holes
@@ -52,17 +57,24 @@ class Denoiser:
         self.x, self.masked = x, x == backend.mask_id
         self.conf = torch.where(self.masked, 0.0, 1.0)
         self.total = int(self.masked.sum())
-        self.forwards = 0
-        self.settings = req.sampler
-        self.generator = torch.Generator(device=device).manual_seed(req.sampler.seed)
-        if B > 1 and req.sampler.temperature == 0 and not lengths:
-            self.settings = replace(req.sampler, temperature=CANDIDATE_TEMPERATURE)
+        self.forwards = self.step = 0
+        # A checkpoint's generation_config.json fills what the request leaves unset.
+        self.settings = req.sampler.with_defaults(getattr(backend, "generation_defaults", {}))
+        self.generator = torch.Generator(device=device).manual_seed(self.settings.seed)
+        if B > 1 and self.settings.temperature == 0 and not lengths:
+            self.settings = replace(self.settings, temperature=CANDIDATE_TEMPERATURE)
         self.greedy_rows = torch.arange(B, device=device) == 0 if req.sampler.temperature == 0 else None
         # Padding may be predicted only where the model settles an auto length itself; a
         # length row's padding is already in place and a fixed length has none.
-        allow_pad = req.length is None and not lengths
-        self.banned = list(backend.banned_ids) + ([] if allow_pad or backend.pad_id is None else [backend.pad_id])
+        allow_pad = req.length is None and not lengths and edit_cap is None
+        banned = list(backend.banned_ids) + ([] if allow_pad or backend.pad_id is None else [backend.pad_id])
+        self.edit_cap = edit_cap
+        self.edit_ids = (backend.expand_id, getattr(backend, "delete_id", None)) if edit_cap is not None else ()
+        self.banned = [i for i in banned if i not in self.edit_ids]
         self.settles = allow_pad and backend.pad_id is not None and backend.pad_trails
+        self.guided = self.settings.strategy == "llada" and bool(self.settings.cfg_scale)
+        self.steps = sampler.plan_steps(self.masked, self.settings)  # each row's budget (upstream presets)
+        self.resized = False
 
     @property
     def done(self) -> bool:
@@ -77,51 +89,63 @@ class Denoiser:
         """[B, k*n]: every row's hole slots as the model sees them (tied holes hold the same)."""
         return self.x.repeat(1, self.layout.holes)
 
-    def sequences(self, rows: torch.Tensor) -> torch.Tensor:
-        """[rows, L]: the chosen rows' whole sequences with the slots committed so far."""
+    def sequences(self, rows: torch.Tensor | None, blind: bool = False) -> torch.Tensor:
+        """[rows, L]: the chosen rows' (None: all) whole sequences with the slots committed so
+        far; `blind`: every context token masked (the unconditional pass of LLaDA's guidance)."""
         self.ids[:, self.hole] = self.slots()
-        return self.ids[rows]
+        ids = self.ids if rows is None else self.ids[rows]
+        return ids.masked_fill(~self.hole, self.backend.mask_id) if blind else ids
 
-    def advance(self, logits: torch.Tensor, rows: torch.Tensor | None = None) -> None:
-        """One step from the logits [R, k*n, V] of `rows` ([B] bool; None: every row)."""
+    def advance(self, logits: torch.Tensor, rows: torch.Tensor | None = None,
+                unconditional: torch.Tensor | None = None) -> None:
+        """One step from the logits [R, k*n, V] of `rows` ([B] bool; None: every row), and for a
+        guided loop those of the blind pass."""
         be, device = self.backend, self.x.device
         rows = torch.ones(self.x.shape[0], dtype=torch.bool, device=device) if rows is None else rows
-        k, n = self.layout.holes, self.layout.slots
+        k, n = self.layout.holes, self.x.shape[1]
         self.forwards += 1
+        self.step += 1
+        logits = logits.float()
+        if unconditional is not None:
+            unconditional = unconditional.float()
+            logits = unconditional + (self.settings.cfg_scale + 1) * (logits - unconditional)
+            logits = logits.nan_to_num(nan=-math.inf)  # -inf - -inf where a backend folded a token away
+            self.forwards += 1
         # Bans go in before the softmax, so confidences and entropies are those of the
         # distribution actually sampled (after it, a banned favourite would leave every
         # allowed token looking unsure).  Tied holes vote together: the mean of their
-        # log-probabilities, normalised again.
+        # log-probabilities, normalised again.  A hole at its cap cannot expand.
         # (out of place: a checkpoint's logits may be an inference-mode tensor)
-        logits = logits.float().index_fill(-1, torch.tensor(self.banned, device=device), -math.inf)
+        full = self.edit_cap is not None and n >= self.edit_cap
+        banned = self.banned + list(self.edit_ids[:1]) * full
+        logits = logits.index_fill(-1, torch.tensor(banned, device=device), -math.inf)
         logp = torch.log_softmax(logits, -1).view(logits.shape[0], k, n, -1).mean(1).log_softmax(-1)
-        if self.settles and self.forwards == 1:  # every row is open at the first step
+        if self.settles and self.step == 1:  # every row is open at the first step
             self.x, self.conf, self.masked = settle_length(logp, self.x, self.conf, self.masked, be.pad_id)
             self.banned.append(be.pad_id)  # the rest of the hole is text
             logp[..., be.pad_id] = -math.inf
             logp = logp.log_softmax(-1)
         greedy = None if self.greedy_rows is None else self.greedy_rows[rows]
-        tokens, p = sampler.propose(logp, self.settings, self.generator, greedy)
         open_ = self.masked[rows]
-        count = sampler.commit_count(open_, p, self.settings, self.forwards - 1)
-        commit = open_ & sampler.commit_most_certain(sampler.certainty(logp, p, self.settings.strategy), open_, count)
+        tokens, p, chosen = sampler.step(logp, open_, self.settings, self.step - 1, self.steps[rows], self.generator,
+                                         greedy, transfer=1 if self.edit_cap is not None else None)
+        commit = open_ & chosen
         self.x[rows] = torch.where(commit, tokens, self.x[rows])
         self.conf[rows] = torch.where(commit, p, self.conf[rows])
         self.masked[rows] = open_ & ~commit
+        if self.edit_cap is not None and any(bool((self.x == i).any()) for i in self.edit_ids if i is not None):
+            self.x, self.conf, self.masked = edit_length(self.x, self.conf, be.mask_id, *self.edit_ids, cap=self.edit_cap)
+            ids, self.hole = resize_holes(self.ids[0], self.hole, self.x.shape[1], be.mask_id)
+            self.ids, self.resized = ids[None], True
         if self.req.progress is not None:
             self.req.progress(1.0 - int(self.masked.sum()) / max(self.total, 1))
         if self.req.on_step is not None:
-            self.req.on_step(self.forwards, [self._show(row) for row in self.x])
+            self.req.on_step(self.step, [self._show(row) for row in self.x])
 
     def result(self, started: float) -> InfillResult:
         """The rows as candidates, most likely first (`started`: time.perf_counter() at the request)."""
-        candidates = [self._candidate(self.x[b], self.conf[b]) for b in range(self.x.shape[0])]
-        if len(candidates) > 1:
-            # Most likely first; the greedy one (or the shortest length) wins ties.  Blank text
-            # goes last whatever its score: a few newlines are the likeliest filling of almost
-            # any hole (71 of 300 held-out lines picked one), and never what a user asked for.
-            candidates = sorted(candidates, key=lambda c: (not c.text.strip(), -c.score))
-        return InfillResult(candidates, self.forwards, self.layout.slots, (time.perf_counter() - started) * 1000,
+        candidates = ranked([self._candidate(self.x[b], self.conf[b]) for b in range(self.x.shape[0])])
+        return InfillResult(candidates, self.forwards, self.x.shape[1], (time.perf_counter() - started) * 1000,
                             self.layout.context_cut)
 
     def _candidate(self, slots: torch.Tensor, conf: torch.Tensor) -> Candidate:
@@ -145,6 +169,13 @@ class Denoiser:
         return "".join(out)
 
 
+def ranked(candidates: list[Candidate]) -> list[Candidate]:
+    """Most likely first; the first given (the greedy one, or the shortest length) wins ties.
+    Blank text goes last whatever its score: a few newlines are the likeliest filling of almost
+    any hole (71 of 300 held-out lines picked one), and never what a user asked for."""
+    return sorted(candidates, key=lambda c: (not c.text.strip(), -c.score))
+
+
 def settle_length(logp, x, conf, masked, pad_id: int):
     """Decide an auto-length hole's length from the first forward.
 
@@ -157,3 +188,36 @@ def settle_length(logp, x, conf, masked, pad_id: int):
     after = torch.arange(x.shape[1], device=x.device)[None, :] >= text_slots[:, None]
     after &= masked
     return torch.where(after, pad_id, x), torch.where(after, 1.0, conf), masked & ~after
+
+
+def edit_length(x, conf, mask_id: int, expand_id: int, delete_id: int | None, cap: int):
+    """DreamOn's edits on one row: an expand slot becomes two masks, a delete slot goes.
+
+    Expands beyond `cap` slots (several in one step near the cap) reopen their slot as one mask."""
+    out_x, out_conf = [], []
+    room = cap - x.shape[1]
+    for t, p in zip(x[0].tolist(), conf[0].tolist()):
+        if t == expand_id:
+            grow = room > 0
+            room -= grow
+            out_x += [mask_id] * (1 + grow)
+            out_conf += [0.0] * (1 + grow)
+        elif t != delete_id:
+            out_x.append(t)
+            out_conf.append(p)
+    x = torch.tensor([out_x], dtype=x.dtype, device=x.device)
+    return x, torch.tensor([out_conf], dtype=conf.dtype, device=conf.device), x == mask_id
+
+
+def resize_holes(ids: torch.Tensor, hole: torch.Tensor, slots: int, mask_id: int):
+    """ids [L] and hole [L] with every hole run (tied holes) resized to `slots` masks."""
+    out, where, inside = [], [], False
+    for t, h in zip(ids.tolist(), hole.tolist()):
+        if h and not inside:
+            out += [mask_id] * slots
+            where += [True] * slots
+        elif not h:
+            out.append(t)
+            where.append(False)
+        inside = h
+    return torch.tensor(out, device=ids.device), torch.tensor(where, device=hole.device)

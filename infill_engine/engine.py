@@ -11,15 +11,20 @@ from __future__ import annotations
 import math
 import threading
 import time
+from dataclasses import replace
 from typing import Callable
 
 import torch
 
 from .backends import load_backend, tiny_random
 from .backends.base import Backend
-from .denoise import Denoiser, Layout
+from .denoise import CANDIDATE_TEMPERATURE, Denoiser, Layout, ranked
 from .request import (Candidate, InfillCancelled, InfillError, InfillRequest, InfillResult, SamplerSettings,
                       TokenLikelihood)
+
+# A hole whose model grows and shrinks it (DreamOn) starts with this many masks, as
+# DreamOn's own examples do, and may grow up to the request's max_length.
+EDIT_START_SLOTS = 4
 
 
 class Engine:
@@ -54,11 +59,14 @@ class Engine:
         req.validate(self.backend.max_len)
         t0 = time.perf_counter()
         fixed = req.length is not None
-        slots = req.length if fixed else req.max_length
-        lengths = () if fixed else self._search_lengths(req)
+        edits = not fixed and getattr(self.backend, "expand_id", None) is not None
+        slots = req.length if fixed else min(EDIT_START_SLOTS, req.max_length) if edits else req.max_length
+        lengths = () if fixed or edits else self._search_lengths(req)
         pieces = [self.backend.encode(t) for t in (req.prefix, *req.between, req.suffix)]
         layout = self._layout(pieces, slots)
         with self._lock, torch.no_grad():
+            if edits:
+                return self._denoise_edits(layout, req, t0)
             return self._denoise(layout, req, lengths).result(t0)
 
     def score(self, prefix: str, middle: str, suffix: str, groups: int = 4,
@@ -154,14 +162,40 @@ class Engine:
             hole += [False] * len(tail)
         return Layout(torch.tensor(ids, dtype=torch.long), torch.tensor(hole), holes, slots, cut)
 
-    def _denoise(self, layout: Layout, req: InfillRequest, lengths: tuple[int, ...] = ()) -> Denoiser:
-        """The masked-diffusion loop: one forward over the open rows per step until no slot is masked."""
-        loop = Denoiser(self.backend, layout, req, lengths)
-        state = self.backend.prepare(loop.ids, loop.hole)
+    def _denoise(self, layout: Layout, req: InfillRequest, lengths: tuple[int, ...] = (),
+                 edit_cap: int | None = None) -> Denoiser:
+        """The masked-diffusion loop: one forward over the open rows per step (two with LLaDA's
+        guidance) until no slot is masked; the context is prepared again when an edit resized
+        the hole."""
+        be = self.backend
+        loop = Denoiser(be, layout, req, lengths, edit_cap)
+        state = blind = None
         while not loop.done:
             if req.cancel is not None and req.cancel():
                 raise InfillCancelled()
+            if state is None or loop.resized:
+                state = be.prepare(loop.ids, loop.hole)
+                blind = be.prepare(loop.sequences(None, blind=True), loop.hole) if loop.guided else None
+                loop.resized = False
             live = loop.live
-            loop.advance(self.backend.hole_logits(state, loop.sequences(live)), live)
+            logits = be.hole_logits(state, loop.sequences(live))
+            unconditional = be.hole_logits(blind, loop.sequences(live, blind=True)) if loop.guided else None
+            loop.advance(logits, live, unconditional)
         return loop
 
+    def _denoise_edits(self, layout: Layout, req: InfillRequest, t0: float) -> InfillResult:
+        """DreamOn's variable length: one loop per candidate (each grows or shrinks its hole
+        its own way, so they cannot share a batch), the first greedy if the request is."""
+        room = (self.backend.max_len - len(layout.ids)) // layout.holes
+        cap = max(layout.slots, min(req.max_length, layout.slots + room))
+        candidates, forwards, slots = [], 0, 0
+        for c in range(req.candidates):
+            settings = req.sampler
+            if c:
+                settings = replace(settings, seed=settings.seed + c,
+                                   temperature=settings.temperature or CANDIDATE_TEMPERATURE)
+            loop = self._denoise(layout, replace(req, candidates=1, sampler=settings), edit_cap=cap)
+            candidates += loop.result(t0).candidates
+            forwards, slots = forwards + loop.forwards, max(slots, loop.x.shape[1])
+        return InfillResult(ranked(candidates), forwards, slots, (time.perf_counter() - t0) * 1000,
+                            layout.context_cut)

@@ -6,11 +6,23 @@ evaluation harness all speak the same small vocabulary.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Literal, get_args
 
-Strategy = Literal["threshold", "confidence", "entropy", "margin", "fixed"]
+Strategy = Literal["threshold", "confidence", "entropy", "margin", "fixed", "dream", "llada"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
+DREAM_ALGS = ("maskgit_plus", "entropy", "topk_margin", "origin")
+LLADA_REMASKING = ("low_confidence", "random")
+
+# What an upstream preset uses where neither the request nor the checkpoint's
+# generation_config.json says.  Dream's README and model cards sample with alg "entropy"
+# and eps 1e-3; LLaDA's generate() defaults to low_confidence remasking without guidance.
+# steps None: one forward per masked slot (upstream's steps = gen_length); block_length
+# None: the whole hole is one block.
+PRESET_DEFAULTS: dict[str, dict[str, object]] = {
+    "dream": {"steps": None, "eps": 1e-3, "alg": "entropy", "alg_temp": None, "top_p": None, "top_k": None},
+    "llada": {"steps": None, "block_length": None, "remasking": "low_confidence", "cfg_scale": 0.0},
+}
 
 # Hole lengths an auto-length request tries, one batch row each (those up to its max_length).
 # Dense where the lines a small model gets right are (2-10 tokens), sparse beyond, for blocks.
@@ -38,9 +50,20 @@ class SamplerSettings:
         (the quality baseline: forwards == hole tokens);
       threshold — Fast-dLLM: commit every slot whose top-1 probability exceeds `threshold`,
         at least one per step (adaptive number of forwards);
-      fixed — commit `tokens_per_step` slots per step, most confident first.
+      fixed — commit `tokens_per_step` slots per step, most confident first;
+      dream — Dream's diffusion_generate schedule: timesteps linspace(1, eps, steps + 1), and
+        at step i int(masked * (1 - t[i+1] / t[i])) slots (the rest at the last step), ranked
+        by `alg` (maskgit_plus: top-1 probability, entropy, topk_margin; origin: each slot
+        with that probability at random), `alg_temp` > 0 samples which slots; tokens from
+        temperature / top_p / top_k;
+      llada — LLaDA's generate: the hole in blocks of `block_length` slots, left to right,
+        steps shared evenly by the blocks and each block's masks spread evenly over its steps,
+        ranked by `remasking` (low_confidence or random); Gumbel-max sampling at temperature;
+        cfg_scale > 0 adds an unconditional pass with the context masked.
     max_steps caps the forwards; when the cap is near, the sampler commits more per step so
-    the hole is always complete.  temperature 0 is greedy; seed makes sampling repeatable.
+    the hole is always complete (not for the upstream presets: they finish in `steps`).
+    temperature 0 is greedy; seed makes sampling repeatable.  A preset field left None
+    takes the checkpoint's generation_config.json value, else PRESET_DEFAULTS.
     """
 
     strategy: Strategy = "threshold"
@@ -49,10 +72,44 @@ class SamplerSettings:
     max_steps: int | None = None
     temperature: float = 0.0
     seed: int = 0
+    # upstream presets (strategy "dream" / "llada"); None: the checkpoint's or the preset's default
+    steps: int | None = None
+    eps: float | None = None
+    alg: str | None = None
+    alg_temp: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    block_length: int | None = None
+    remasking: str | None = None
+    cfg_scale: float | None = None
+
+    def with_defaults(self, generation_config: dict) -> "SamplerSettings":
+        """The preset's unset fields from the checkpoint's generation_config.json, then PRESET_DEFAULTS."""
+        preset = PRESET_DEFAULTS.get(self.strategy)
+        if preset is None:
+            return self
+        filled = {}
+        for name, default in preset.items():
+            if getattr(self, name) is None:
+                filled[name] = generation_config.get(name, default)
+        return replace(self, **filled) if filled else self
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise InfillError(f"unknown sampler strategy {self.strategy!r}")
+        if self.alg is not None and self.alg not in DREAM_ALGS:
+            raise InfillError(f"alg must be one of {', '.join(DREAM_ALGS)}, got {self.alg!r}")
+        if self.remasking is not None and self.remasking not in LLADA_REMASKING:
+            raise InfillError(f"remasking must be one of {', '.join(LLADA_REMASKING)}, got {self.remasking!r}")
+        for name in ("steps", "block_length", "top_k"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise InfillError(f"{name} must be at least 1")
+        if self.eps is not None and not 0.0 <= self.eps < 1.0:
+            raise InfillError(f"eps must be in [0, 1), got {self.eps}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise InfillError(f"top_p must be in (0, 1], got {self.top_p}")
+        if (self.alg_temp or 0) < 0 or (self.cfg_scale or 0) < 0:
+            raise InfillError("alg_temp and cfg_scale must be >= 0")
         if not 0.0 < self.threshold <= 1.0:
             raise InfillError(f"threshold must be in (0, 1], got {self.threshold}")
         if self.tokens_per_step < 1:

@@ -57,7 +57,27 @@ def load_hf_backend(
         model = _load_remote_code_model(directory, dev, dtype)
     else:
         model = build_model(spec, weight_files(directory), dev, dtype)
-    return HFBackend(name, model, tokenizer, spec, dev, dtype, trust_remote_code, approximate_cache)
+    backend = HFBackend(name, model, tokenizer, spec, dev, dtype, trust_remote_code, approximate_cache)
+    backend.generation_defaults = read_generation_defaults(directory)
+    return backend
+
+
+# generation_config.json keys a preset takes as its defaults.  Not `steps`: upstream ties it
+# to max_new_tokens (Dream's 512), which says nothing about a hole of a few tokens; and not
+# temperature, which stays the request's (greedy unless asked).
+PRESET_KEYS = ("eps", "alg", "alg_temp", "top_p", "top_k", "block_length", "remasking", "cfg_scale")
+
+
+def read_generation_defaults(directory: Path) -> dict:
+    """The sampler preset defaults in a checkpoint's generation_config.json ({} without one)."""
+    path = directory / "generation_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InfillError(f"{path} is not valid JSON: {e}") from e
+    return {k: config[k] for k in PRESET_KEYS if isinstance(config, dict) and config.get(k) is not None}
 
 
 def _device(name: str) -> torch.device:

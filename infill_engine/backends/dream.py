@@ -10,6 +10,8 @@ Dream was initialised from.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from tokenizers import Tokenizer
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -20,7 +22,7 @@ from .model_spec import ModelSpec, first_eos_id, special_ids, token_id
 # Qwen2.5's 131072 positions, which the diffusion model never saw.
 TRAINED_CONTEXT = 2048
 
-MASK, PAD, EXPAND = "<|mask|>", "<|dlm_pad|>", "<|expand|>"
+MASK, PAD, EXPAND, DELETE = "<|mask|>", "<|dlm_pad|>", "<|expand|>", "<|delete|>"
 END_OF_TEXT = ("<|endoftext|>", "<|im_end|>")
 
 _ARCH_KEYS = (
@@ -46,14 +48,15 @@ def describe(config: dict, tokenizer: Tokenizer) -> ModelSpec:
     )
 
     # Slots a hole does not need: Dream fills them with its pad (<|endoftext|> on the
-    # released models, <|dlm_pad|> where a tokenizer has one).  DreamOn's <|expand|> asks
-    # the sampler to grow the hole; diffill opens a fixed number of slots instead, so the
-    # token must never be committed.
+    # released models, <|dlm_pad|> where a tokenizer has one).  DreamOn's <|expand|> and
+    # <|delete|> grow and shrink the hole; they are banned like any control token, and the
+    # engine lifts the ban when it lets the hole change length (auto length).
     ids = special_ids(
         config, tokenizer, int(config["vocab_size"]), mask_token=MASK,
         pad_choices=(token_id(tokenizer, PAD), config.get("pad_token_id"), first_eos_id(config)),
-        end_tokens=END_OF_TEXT, never_tokens=(EXPAND,),
+        end_tokens=END_OF_TEXT, never_tokens=(EXPAND, DELETE),
     )  # fmt: skip
+    ids = replace(ids, expand_id=token_id(tokenizer, EXPAND), delete_id=token_id(tokenizer, DELETE))
 
     return ModelSpec(
         family="dream",

@@ -86,8 +86,10 @@ class HFBackend:
         self.mask_id = spec.ids.mask_id
         self.pad_id = spec.ids.pad_id
         self.banned_ids = list(spec.ids.banned_ids)
+        self.expand_id, self.delete_id = spec.ids.expand_id, spec.ids.delete_id
         self.max_len = spec.max_len
         self.vocab_size = int(spec.config.vocab_size)
+        self.generation_defaults: dict = {}  # sampler preset defaults from generation_config.json
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids

@@ -23,6 +23,10 @@ class SpecialIds:
     pad_id: int | None  # what the model writes into slots a hole does not need
     end_ids: list[int]  # "text ends here" tokens that mean the same as pad_id (pad_id itself excluded)
     banned_ids: list[int]  # never committed into a hole
+    # DreamOn's length edits: a slot predicted as expand becomes two masks, one predicted
+    # as delete is removed.  None: the checkpoint has no such token (fixed canvas).
+    expand_id: int | None = None
+    delete_id: int | None = None
 
 
 @dataclass

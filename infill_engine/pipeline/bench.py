@@ -166,7 +166,8 @@ def bench_training(dim: int, layers: int, heads: int, batch: int, seq_len: int, 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="diffill bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None)
+    ap.add_argument("--model", default=None, help="diffill's format, or a Dream/LLaDA checkpoint directory "
+                    "(a config.json alone benchmarks random weights of its shape; see pipeline/shapes/)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--context", type=int, default=1024, help="context tokens for the cache comparison")
     ap.add_argument("--hole", type=int, default=32)
@@ -187,6 +188,13 @@ def main(argv: list[str] | None = None) -> int:
               f"threads {torch.get_num_threads()} (medians, interleaved):")
         for name, rate in r.items():
             print(f"  {name:<12}{rate:>10.0f} tokens/s   {rate / base:.2f}x")
+        return 0
+    from . import checkpoint_bench
+
+    if checkpoint_bench.is_checkpoint(args.model):  # Dream / LLaDA, weights or config only
+        hole = args.hole if args.hole != ap.get_default("hole") else 64
+        checkpoint_bench.print_table(checkpoint_bench.bench(Path(args.model), args.device, args.context, hole,
+                                                            max(1, min(args.repeats, 3))))
         return 0
     from ..engine import Engine
 
@@ -211,3 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<22}{r['forwards_per_token']:>16.2f}{r['tokens_per_s']:>10.0f}{r['ms_per_hole']:>9.0f}"
               f"{r['tokens_per_s'] / base['tokens_per_s']:>16.1f}x")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -103,15 +103,21 @@ def write_dream(
     tokenizer_files: str = "vocab+merges",
     tied: bool = False,
     expand: bool = False,
+    delete: bool = False,
     shards: int = 2,
     seed: int = 0,
+    adjust=None,
 ) -> dict:
-    """A Dream-family checkpoint: Qwen2 weight names, model_type "Dream", remote-code auto_map."""
+    """A Dream-family checkpoint: Qwen2 weight names, model_type "Dream", remote-code auto_map.
+    expand / delete: DreamOn's <|expand|> / <|delete|> tokens; adjust(weights, tokenizer)
+    may set weights before they are written."""
     directory.mkdir(parents=True, exist_ok=True)
-    specials = DREAM_SPECIALS + (["<|expand|>"] if expand else [])
+    specials = DREAM_SPECIALS + (["<|expand|>"] if expand else []) + (["<|delete|>"] if delete else [])
     tok = train_tokenizer(specials)
     vocab = model_vocab(tok)
     w = random_weights(vocab, KV_HEADS, qkv_bias=True, seed=seed)
+    if adjust is not None:
+        adjust(w, tok)
     if tied:
         w["head"] = w["embed"]
     tensors = {"model.embed_tokens.weight": w["embed"], "model.norm.weight": w["norm"]}
