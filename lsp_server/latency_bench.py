@@ -222,10 +222,16 @@ def _server_env(model: str | None) -> dict[str, str]:
     return env
 
 
+def _lengths(value: str) -> list[int]:
+    return [] if value == "settle" else [int(v) for v in value.split(",")]
+
+
 def _initialization_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {"device": args.device, "candidates": 1}
     if args.hints:
         options["features"] = {"unlikelyHints": True}
+    if args.lengths is not None:
+        options["lengths"] = args.lengths
     if args.model and args.model != "tiny-random":
         options["model"] = args.model
     return options
@@ -301,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also time the keystrokes with N CPU-burning processes beside the server")
     parser.add_argument("--hints", action="store_true",
                         help="hints on; each keystroke arrives while a hint job runs")
+    parser.add_argument("--lengths", type=_lengths, default=None,
+                        help="hole lengths an inline suggestion tries, comma-separated, or 'settle' for the "
+                             "model's own length rule (default: the server's diffill.lengths)")
     parser.add_argument("--json", dest="json_path", help="also write the summary to this JSON file")
     return parser
 

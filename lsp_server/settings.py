@@ -116,9 +116,9 @@ def _check_threshold(value: Any) -> str | None:
 
 
 def _check_lengths(value: Any) -> str | None:
-    if not isinstance(value, list) or not 1 <= len(value) <= 32 or any(
+    if not isinstance(value, list) or len(value) > 32 or any(
             isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 512 for n in value):
-        return "expected a list of 1 to 32 token counts, each between 1 and 512"
+        return "expected a list of at most 32 token counts, each between 1 and 512 ([]: the model settles it)"
     return None
 
 

@@ -173,6 +173,13 @@ def test_settings_accept_valid_values():
     assert s.features.unlikely_hints and not s.features.rename and s.features.inline_completion
 
 
+def test_lengths_reach_every_request_and_empty_means_the_model_settles_it():
+    s, problems = merge_settings(Settings(), {"lengths": [3, 7]})
+    assert problems == [] and s.infill.lengths == (3, 7) and s.action_infill.lengths == (3, 7)
+    s, problems = merge_settings(s, {"lengths": []})
+    assert problems == [] and s.infill.request("x = ", "\n").lengths == ()
+
+
 @pytest.mark.parametrize("raw,key", [
     ({"maxHoleTokens": 0}, "maxHoleTokens"),
     ({"maxHoleTokens": "48"}, "maxHoleTokens"),
@@ -187,6 +194,9 @@ def test_settings_accept_valid_values():
     ({"features": {"teleport": True}}, "features.teleport"),
     ({"features": []}, "features"),
     ({"bogus": 1}, "bogus"),
+    ({"lengths": [4, 0]}, "lengths"),
+    ({"lengths": 8}, "lengths"),
+    ({"lengths": [True]}, "lengths"),
 ])
 def test_bad_settings_name_the_key_and_keep_the_previous_value(raw, key):
     previous = Settings(max_hole_tokens=20)
