@@ -47,6 +47,9 @@ _STATEMENT_CONTAINERS = frozenset({
 
 # Punctuation that may sit inside a run of siblings without making the run less complete.
 _SEPARATORS = frozenset({",", ";"})
+# The text of a string or comment is one token even where a grammar gives it children
+# (escape sequences, interpolations' text): a boundary between two escapes is still inside it.
+_TEXT_TOKENS = frozenset({"string_content", "string_fragment", "interpreted_string_literal_content", "comment"})
 
 _WHITESPACE = b" \t\r\n\f\v"
 
@@ -127,6 +130,8 @@ def _token_cut_at(root: Node, source: bytes, p: int) -> Node | None:
     node = root
     while True:
         inner = next((c for c in node.children if c.start_byte < p < c.end_byte), None)
+        if inner is not None and inner.type in _TEXT_TOKENS:
+            return inner
         if inner is not None:
             node = inner
             continue

@@ -22,6 +22,16 @@ from infill_engine.pipeline.sandbox import MAX_PROCS, protections, run_program
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _visible_dir() -> Path:
+    """A folder of the evaluator's that candidates see too: the checkout, unless it lies where
+    the sandbox (as root) mounts a private tmpfs over it, as a CI clone under /tmp does."""
+    if os.geteuid() == 0 and str(REPO).startswith(("/tmp/", "/var/tmp/", "/dev/shm/")):
+        base = Path("/var/lib/diffill-escape-tests")
+        base.mkdir(mode=0o755, exist_ok=True)
+        return base
+    return REPO
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -48,7 +58,7 @@ def _processes_in(workdir: str) -> list[int]:
 def shared() -> Iterator[Path]:
     # A place the unprivileged candidate may write to, so a surviving grandchild would leave a
     # trace: not under pytest's tmp_path (a 0700 directory) nor /tmp (the candidate gets its own).
-    d = Path(tempfile.mkdtemp(prefix=".escape-test-", dir=REPO))
+    d = Path(tempfile.mkdtemp(prefix=".escape-test-", dir=_visible_dir()))
     d.chmod(0o777)
     yield d
     shutil.rmtree(d, ignore_errors=True)
@@ -76,9 +86,9 @@ def test_world_writable_scratch_space_is_private() -> None:
 def test_writing_outside_the_temp_dir_is_refused() -> None:
     if os.geteuid() != 0 or protections().uid < 0:
         pytest.skip("only a root evaluator has a uid to drop to; as a user, candidates write as that user")
-    owned = Path(tempfile.mkdtemp(prefix=".escape-test-", dir=REPO))  # the evaluator's, like the repo
+    owned = Path(tempfile.mkdtemp(prefix=".escape-test-", dir=_visible_dir()))  # the evaluator's, like the repo
     owned.chmod(0o755)
-    targets = [owned / "pwned.txt", REPO / "pwned-by-candidate.txt", Path(os.path.expanduser("~root")) / "pwned.txt"]
+    targets = [owned / "pwned.txt", _visible_dir() / "pwned-by-candidate.txt", Path(os.path.expanduser("~root")) / "pwned.txt"]
     program = "import os\nprint(os.getuid(), flush=True)\n" + "".join(
         f"try:\n    open({str(t)!r}, 'w').write('x')\n    print('WROTE', {str(t)!r}, flush=True)\n"
         f"except PermissionError:\n    pass\n"
