@@ -18,7 +18,7 @@ def diffill(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def test_fill_at_prints_only_the_inserted_text_and_steps_on_stderr():
-    r = diffill("fill", str(DEMO), "--at", "12:1", "--show-steps", "--max-length", "16")
+    r = diffill("fill", str(DEMO), "--at", "13:1", "--show-steps", "--max-length", "16")
     assert r.returncode == 0, r.stderr
     assert "--- step 1 ---" in r.stderr
     assert "Traceback" not in r.stderr
