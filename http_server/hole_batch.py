@@ -34,11 +34,8 @@ class HoleLoop:
 
     def __init__(self, engine: Engine, req: InfillRequest):
         be = engine.backend
-        req.validate(be.max_len)
         self.t0 = time.perf_counter()
-        lengths = () if req.length is not None else engine._search_lengths(req)
-        pieces = [be.encode(t) for t in (req.prefix, *req.between, req.suffix)]
-        layout = engine._layout(pieces, req.max_length if req.length is None else req.length)
+        layout, lengths, _ = engine.plan(req)  # no edits: only the bundled model batches (can_batch)
         self.denoiser = Denoiser(be, layout, req, lengths)
         self.layout = layout
         self.cache, self.positions, _ = be.prepare(self.denoiser.ids, self.denoiser.hole)  # or a cached prefill

@@ -56,14 +56,8 @@ class Engine:
         return len(self.backend.encode(text))
 
     def infill(self, req: InfillRequest) -> InfillResult:
-        req.validate(self.backend.max_len)
         t0 = time.perf_counter()
-        fixed = req.length is not None
-        edits = not fixed and getattr(self.backend, "expand_id", None) is not None
-        slots = req.length if fixed else min(EDIT_START_SLOTS, req.max_length) if edits else req.max_length
-        lengths = () if fixed or edits else self._search_lengths(req)
-        pieces = [self.backend.encode(t) for t in (req.prefix, *req.between, req.suffix)]
-        layout = self._layout(pieces, slots)
+        layout, lengths, edits = self.plan(req)
         with self._lock, torch.no_grad():
             if edits:
                 return self._denoise_edits(layout, req, t0)
@@ -128,6 +122,17 @@ class Engine:
         req = InfillRequest(prefix, suffix, length=len(mid), sampler=sampler_settings or SamplerSettings())
         with self._lock, torch.no_grad():
             return self._denoise(layout, req).result(t0)
+
+    def plan(self, req: InfillRequest) -> tuple[Layout, tuple[int, ...], bool]:
+        """A valid request's layout, the lengths its rows try, and whether the model grows and
+        shrinks the hole itself (DreamOn) — what `infill` and the HTTP batcher both start from."""
+        req.validate(self.backend.max_len)
+        fixed = req.length is not None
+        edits = not fixed and getattr(self.backend, "expand_id", None) is not None
+        slots = req.length if fixed else min(EDIT_START_SLOTS, req.max_length) if edits else req.max_length
+        lengths = () if fixed or edits else self._search_lengths(req)
+        pieces = [self.backend.encode(t) for t in (req.prefix, *req.between, req.suffix)]
+        return self._layout(pieces, slots), lengths, edits
 
     # -- internals ---------------------------------------------------------------------------
     def _search_lengths(self, req: InfillRequest) -> tuple[int, ...]:

@@ -258,7 +258,7 @@ def evaluate(
                     tally.done += 1
             else:
                 rec["ms"] = (time.perf_counter() - t0) * 1000
-                best = syntax_first(p.prompt, p.suffix, result.candidates, lambda c: c.text, "python")[0]
+                best = syntax_first(p.prompt, p.suffix, result.candidates, "python")[0]
                 completion = best.text
                 rec.update(
                     completion=completion,
