@@ -96,10 +96,17 @@ class Denoiser:
         ids = self.ids if rows is None else self.ids[rows]
         return ids.masked_fill(~self.hole, self.backend.mask_id) if blind else ids
 
+    def open_slots(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """[R, k*n] bool: the chosen rows' (None: all) slots still masked, in every tied hole:
+        the only logits a step reads (`select` of a backend's hole_logits)."""
+        masked = self.masked if rows is None else self.masked[rows]
+        return masked.repeat(1, self.layout.holes)
+
     def advance(self, logits: torch.Tensor, rows: torch.Tensor | None = None,
-                unconditional: torch.Tensor | None = None) -> None:
+                unconditional: torch.Tensor | None = None, select: torch.Tensor | None = None) -> None:
         """One step from the logits [R, k*n, V] of `rows` ([B] bool; None: every row), and for a
-        guided loop those of the blind pass."""
+        guided loop those of the blind pass.  With `select` (`open_slots(rows)`), the logits are
+        those slots' only, packed [select.sum(), V]."""
         be, device = self.backend, self.x.device
         rows = torch.ones(self.x.shape[0], dtype=torch.bool, device=device) if rows is None else rows
         k, n = self.layout.holes, self.x.shape[1]
@@ -119,7 +126,13 @@ class Denoiser:
         full = self.edit_cap is not None and n >= self.edit_cap
         banned = self.banned + list(self.edit_ids[:1]) * full
         logits = logits.index_fill(-1, torch.tensor(banned, device=device), -math.inf)
-        logp = torch.log_softmax(logits, -1).view(logits.shape[0], k, n, -1).mean(1).log_softmax(-1)
+        logp = torch.log_softmax(logits, -1)
+        if select is not None:  # closed slots get a uniform guess: never read, but every row keeps its shape
+            dense = logp.new_full((*select.shape, logp.shape[-1]), -math.log(logp.shape[-1]))
+            dense[select] = logp
+            logp = dense
+        if k > 1:
+            logp = logp.view(logp.shape[0], k, n, -1).mean(1).log_softmax(-1)
         if self.settles and self.step == 1:  # every row is open at the first step
             self.x, self.conf, self.masked = settle_length(logp, self.x, self.conf, self.masked, be.pad_id)
             self.banned.append(be.pad_id)  # the rest of the hole is text

@@ -183,9 +183,11 @@ class Engine:
                 blind = be.prepare(loop.sequences(None, blind=True), loop.hole) if loop.guided else None
                 loop.resized = False
             live = loop.live
-            logits = be.hole_logits(state, loop.sequences(live))
-            unconditional = be.hole_logits(blind, loop.sequences(live, blind=True)) if loop.guided else None
-            loop.advance(logits, live, unconditional)
+            select = loop.open_slots(live) if getattr(be, "selects_slots", False) else None
+            kw = {} if select is None else {"select": select}
+            logits = be.hole_logits(state, loop.sequences(live), **kw)
+            unconditional = be.hole_logits(blind, loop.sequences(live, blind=True), **kw) if loop.guided else None
+            loop.advance(logits, live, unconditional, select)
         return loop
 
     def _denoise_edits(self, layout: Layout, req: InfillRequest, t0: float) -> InfillResult:

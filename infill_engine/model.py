@@ -211,14 +211,16 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def forward_hole(self, hole_ids: torch.Tensor, hole_positions: torch.Tensor,
-                     cache: ContextCache | None) -> torch.Tensor:
+                     cache: ContextCache | None, select: torch.Tensor | None = None) -> torch.Tensor:
         """One denoising step: hole_ids [B, N] attend to themselves and the cached context -> logits [B, N, V].
-        cache None means there is no context at all (an empty file)."""
+        cache None means there is no context at all (an empty file).  With `select` [B, N] bool only
+        those positions go through the output layer -> [select.sum(), V]: committed slots and
+        padding still shape the others, but nobody reads their logits."""
         cos, sin = self._rope(hole_positions)
         x = self.embed(hole_ids)
         for block, past in zip(self.blocks, cache or [None] * len(self.blocks)):
             x, _ = block(x, cos, sin, past=past)
-        return self.logits(x)
+        return self.logits(x if select is None else x[select])
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -21,6 +21,9 @@ class Backend(Protocol):
     device: torch.device
     pad_trails: bool  # trained with padding only after a hole's text: an auto-length hole's length is settled up front
     is_random: bool  # untrained weights: the output is noise, and users are told so
+    # Optional: `selects_slots = True` means hole_logits takes `select` [B, H] bool (the slots
+    # still open) and returns only their logits, packed [select.sum(), V]: the output layer and
+    # the softmax are most of a small model's step, and most slots are committed or padding.
 
     def encode(self, text: str) -> list[int]: ...
 

@@ -23,6 +23,7 @@ class BundledBackend:
     """
 
     pad_trails = True  # trained with padding only after the hole's text
+    selects_slots = True  # hole_logits(..., select=) returns only the open slots' logits
 
     def __init__(self, model: Transformer, tokenizer: CodeTokenizer, name: str, is_random: bool = False,
                  cache_entries: int = 4):
@@ -70,7 +71,7 @@ class BundledBackend:
         return self._caches.get(key), positions[hole], hole
 
     @torch.no_grad()
-    def hole_logits(self, state, ids: torch.Tensor) -> torch.Tensor:
+    def hole_logits(self, state, ids: torch.Tensor, select: torch.Tensor | None = None) -> torch.Tensor:
         cache, hole_positions, hole = state
         # The sampler's softmax, entropies and scores run in fp32 whatever the weights are.
-        return self.model.forward_hole(ids[:, hole], hole_positions, cache).float()
+        return self.model.forward_hole(ids[:, hole], hole_positions, cache, select).float()

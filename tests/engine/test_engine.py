@@ -61,6 +61,10 @@ def test_cached_hole_step_equals_full_forward(holes):
         cached = model.forward_hole(ids[:, hole], positions[hole], cache)
     # Exact up to float summation order: context never attends to the hole.
     assert torch.allclose(full, cached, atol=1e-5), (full - cached).abs().max()
+    select = torch.rand(cached.shape[:2]) < 0.5
+    with torch.no_grad():
+        packed = model.forward_hole(ids[:, hole], positions[hole], cache, select)
+    assert torch.allclose(packed, cached[select], atol=1e-5)  # only the output layer is skipped
 
 
 def test_context_does_not_depend_on_the_hole_but_the_hole_sees_context():
@@ -242,6 +246,27 @@ def test_context_cut_keeps_the_code_nearest_the_hole():
 @pytest.fixture(scope="module")
 def tiny():
     return Engine.tiny_random()
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(max_length=12, lengths=(2, 5, 9)),  # length rows, finishing at different steps
+    dict(max_length=12, lengths=()),  # the model settles the length
+    dict(length=3, between=(")\n    return ",)),  # tied holes
+    dict(max_length=8, candidates=3, sampler=SamplerSettings(temperature=1.0, seed=4)),
+])
+def test_reading_only_the_open_slots_logits_changes_nothing(tiny, kwargs):
+    """The bundled backend returns logits for open slots only (`select`); the steps and the
+    candidates must be those of reading every slot's logits."""
+    req = InfillRequest("def f(x):\n    return ", "\n", **kwargs)
+    packed = tiny.infill(req)
+    tiny.backend.selects_slots = False  # the instance attribute hides the class's
+    try:
+        dense = tiny.infill(req)
+    finally:
+        del tiny.backend.selects_slots
+    assert packed.forwards == dense.forwards
+    assert [c.text for c in packed.candidates] == [c.text for c in dense.candidates]
+    assert [c.score for c in packed.candidates] == pytest.approx([c.score for c in dense.candidates], abs=1e-4)
 
 
 def test_deterministic_for_a_seed(tiny):
