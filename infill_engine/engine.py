@@ -131,6 +131,11 @@ class Engine:
         edits = not fixed and getattr(self.backend, "expand_id", None) is not None
         slots = req.length if fixed else min(EDIT_START_SLOTS, req.max_length) if edits else req.max_length
         lengths = () if fixed or edits else self._search_lengths(req)
+        if lengths:
+            # The longest row needs no more: every slot beyond it would be padding in every row,
+            # paid for at every step, and a short row buried in padding is unlike the holes the
+            # model was trained on (up to ~3 pads per text token).
+            slots = max(lengths)
         pieces = [self.backend.encode(t) for t in (req.prefix, *req.between, req.suffix)]
         return self._layout(pieces, slots), lengths, edits
 
