@@ -142,13 +142,13 @@ def fill(argv: list[str]) -> int:
     steps: list[list[str]] = []
     on_step = (lambda step, texts: steps.append(texts)) if args.show_steps else None
     if args.at:
+        from .ranking import best_first
         from .syntax.parse import language_for
-        from .syntax.spans import syntax_first
 
         offset = offset_of(text, *_pair(args.at, "--at"))
         prefix, suffix = text[:offset], text[offset:]
         result = engine.infill(options.request(prefix, suffix, length=args.length, on_step=on_step))
-        best = syntax_first(prefix, suffix, result.candidates, language_for(str(args.file)))[0]
+        best = best_first(prefix, suffix, result.candidates, language_for(str(args.file)))[0]
         if result.context_cut:
             print(f"diffill: context cut by {result.context_cut} tokens to fit the model window", file=sys.stderr)
         _print_steps(steps, best.text)
@@ -169,6 +169,7 @@ def _print_steps(steps: list[list[str]], chosen: str) -> None:
 
 
 def _rewrite_lines(engine, text: str, args, options: InfillOptions, on_step, steps: list[list[str]]) -> int:
+    from .ranking import best_first
     from .syntax import spans
     from .syntax.lines import line_span, line_starts
     from .syntax.parse import Code, language_for
@@ -184,7 +185,7 @@ def _rewrite_lines(engine, text: str, args, options: InfillOptions, on_step, ste
     budget = min(engine.backend.max_len // 2, max(args.max_length, int(engine.count_tokens(text[start:end]) * 1.5)))
     options = replace(options, max_length=budget)
     result = engine.infill(options.request(text[:start], text[end:], length=args.length, on_step=on_step))
-    best = spans.syntax_first(text[:start], text[end:], result.candidates, code.language)[0]
+    best = best_first(text[:start], text[end:], result.candidates, code.language)[0]
     _print_steps(steps, best.text)
     lead = text[line_span(text, start)[0]:start]  # the widened span may start after indentation
     sys.stdout.write(lead + best.text + "\n")

@@ -4,8 +4,8 @@ Protocol (as in the HumanEval-Infilling paper and the diffusion-coder reports):
 the program `prompt + completion + suffix + "\\n" + test + "check(entry_point)"` is run in a
 sandboxed subprocess (see sandbox.py); pass@1 is the fraction that run to the end.
 The completion is text the engine returned, never trimmed or fixed: its first candidate
-that leaves the program parsing no worse than the empty hole (`syntax_first`, as the
-editors rank suggestions), else its first.  One attempt is run per problem.
+that leaves the program parsing no worse than the empty hole and does not merely repeat a
+neighbouring line (`ranking.best_first`, as the editors rank suggestions), else its first.  One attempt is run per problem.
 
 Length modes:
   auto   — the model is never told the true length: it gets `max_length` slots (32 for the
@@ -46,7 +46,7 @@ from tqdm import tqdm
 from infill_engine.pipeline.sandbox import ExecOutcome, build_program, protections, run_program
 from infill_engine.precision import PRECISIONS
 from infill_engine.request import InfillError, InfillOptions, InfillRequest, InfillResult, SamplerSettings
-from infill_engine.syntax.spans import syntax_first
+from infill_engine.ranking import best_first
 
 LengthMode = Literal["auto", "oracle"]
 
@@ -258,7 +258,7 @@ def evaluate(
                     tally.done += 1
             else:
                 rec["ms"] = (time.perf_counter() - t0) * 1000
-                best = syntax_first(p.prompt, p.suffix, result.candidates, "python")[0]
+                best = best_first(p.prompt, p.suffix, result.candidates, "python")[0]
                 completion = best.text
                 rec.update(
                     completion=completion,

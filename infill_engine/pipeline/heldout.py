@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..request import InfillOptions, InfillRequest, SamplerSettings
-from ..syntax.spans import syntax_first
+from ..ranking import best_first
 from .corpus import read_texts
 
 BEFORE, AFTER, MAX_LINE_TOKENS = 320, 128, 64
@@ -99,7 +99,7 @@ def evaluate_lines(engine, corpus: Path, n: int = 100, seed: int = 0,
         committed += scores[2]
         auto = engine.infill(InfillRequest(prefix=item.prefix, suffix=item.suffix, max_length=AUTO_SLOTS,
                                            sampler=sampler, lengths=lengths))
-        best = syntax_first(item.prefix, item.suffix, auto.candidates, "python")[0]
+        best = best_first(item.prefix, item.suffix, auto.candidates, "python")[0]
         auto_exact += best.text == item.line
         length_error += abs(len(best.token_confidences) - scores[2])
         records.append({"line": item.line, "got": result.text, "auto": best.text,

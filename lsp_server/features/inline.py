@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from infill_engine.ranking import echoes
 from infill_engine.request import InfillOptions
 from infill_engine.syntax.lines import line_span, split_lines
 from infill_engine.syntax.parse import Code
@@ -53,7 +54,7 @@ def complete_inline(engine: Engine, code: Code, offset: int, options: InfillOpti
     result = infill(engine, text, offset, offset, replace(options, max_length=budget), hooks)
 
     suggestions: dict[tuple[int, int, str], Suggestion] = {}
-    order: dict[tuple[int, int, str], tuple[int, int]] = {}
+    order: dict[tuple[int, int, str], tuple[bool, int, int]] = {}
     for rank, candidate in enumerate(result.candidates):
         if block:
             variants = _block_variants(text, offset, line_start, line_end, candidate.text)
@@ -65,9 +66,10 @@ def complete_inline(engine: Engine, code: Code, offset: int, options: InfillOpti
             start, end, insert = key
             ok = syntax_ok(code, text[:start] + insert + text[end:])
             suggestions[key] = Suggestion(start, end, insert, ok, candidate.score)
-            order[key] = (rank, variant_rank)
-    # Syntax-preserving first; then the engine's order (best candidate first), then each
-    # candidate's preferred variant.
+            order[key] = (echoes(text[:start], text[end:], insert), rank, variant_rank)
+    # Syntax-preserving first; then those that do not merely repeat a neighbouring line; then
+    # the engine's order (best candidate first), then each candidate's preferred variant
+    # (infill_engine.ranking.best_first's rule, on the shaped suggestions).
     ranked = sorted(suggestions, key=lambda k: (not suggestions[k].syntax_ok, order[k]))
     return [suggestions[k] for k in ranked[: options.candidates]]
 

@@ -100,3 +100,14 @@ def test_inline_invariants_with_the_tiny_model(tiny):
             assert s.text
             if not is_block_position(SOURCE, cursor):
                 assert "\n" not in s.text
+
+
+def test_a_suggestion_that_repeats_a_neighbouring_line_ranks_after_one_that_does_not():
+    text = "def f(xs):\n    total = 0\n    for x in xs:\n\n    return total\n"
+    cursor = text.index("\n\n") + 1
+    out = complete_inline(ScriptedEngine("total = 0", "total += x"), Code(text, "python"), cursor,
+                          InfillOptions(candidates=6))
+    texts = [s.text.strip() for s in out]
+    assert texts[0] == "total += x" and "total = 0" in texts
+    assert texts.index("total = 0") > max(i for i, t in enumerate(texts) if t == "total += x")
+    assert all(s.syntax_ok for s in out)  # all parse: the echo rule alone decides
