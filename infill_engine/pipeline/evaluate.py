@@ -266,6 +266,8 @@ def evaluate(
                     tokens=len(best.token_confidences),
                     slots=result.hole_tokens,
                     context_cut=result.context_cut,
+                    # the engine's order: another ranking rule can be tried by running tests only
+                    candidates=[c.text for c in result.candidates],
                 )
                 program = build_program(p.prompt, completion, p.suffix, p.test, p.entry_point)
                 fut = pool.submit(run_program, program, timeout_s, memory_mb)
