@@ -175,17 +175,23 @@ class Engine:
         be = self.backend
         loop = Denoiser(be, layout, req, lengths, edit_cap)
         state = blind = None
-        while not loop.done:
+        # A backend whose prepared state is per row (a checkpoint's context cache) is told
+        # which rows a step computes once some have finished.
+        narrow = getattr(be, "select_rows", None)
+        while open_rows := loop.open_rows():  # the step's one read-back from the device
             if req.cancel is not None and req.cancel():
                 raise InfillCancelled()
             if state is None or loop.resized:
                 state = be.prepare(loop.ids, loop.hole)
                 blind = be.prepare(loop.sequences(None, blind=True), loop.hole) if loop.guided else None
                 loop.resized = False
-            live = loop.live
-            logits = be.hole_logits(state, loop.sequences(live))
-            unconditional = be.hole_logits(blind, loop.sequences(live, blind=True)) if loop.guided else None
-            loop.advance(logits, live, unconditional)
+            rows = None if len(open_rows) == loop.x.shape[0] else torch.tensor(open_rows, device=loop.x.device)
+            now, blind_now = state, blind
+            if rows is not None and narrow is not None:
+                now, blind_now = narrow(state, rows), None if blind is None else narrow(blind, rows)
+            logits = be.hole_logits(now, loop.sequences(rows))
+            unconditional = be.hole_logits(blind_now, loop.sequences(rows, blind=True)) if loop.guided else None
+            loop.advance(logits, rows, unconditional)
         return loop
 
     def _denoise_edits(self, layout: Layout, req: InfillRequest, t0: float) -> InfillResult:
