@@ -1,0 +1,108 @@
+"""A checkpoint's hole step under torch.compile: opt-in, at fixed shapes, eager when it fails.
+
+On a GPU a small checkpoint's step is bound by the host, not the device: transformers'
+Python and one kernel launch per op cost ~26 ms a step for the Qwen2-0.5B shape on an H200
+(docs/bench/h200-2026-11-27), as much as for the 7B one, where the arithmetic takes a few.
+Compiled, the step is one CUDA graph replay:
+
+  reduce-overhead  inductor's fused kernels, replayed as CUDA graphs (the fastest step;
+                   compiling takes tens of seconds per shape on a GPU)
+  cudagraphs       the eager kernels captured as CUDA graphs (compiles in seconds)
+  default          inductor without graphs (what reduce-overhead does on a CPU anyway)
+
+A graph has fixed shapes, so the step's inputs are padded once per request: rows up to a
+power of two (copies of row 0, whose logits are dropped) and the context's keys up to a
+multiple of KEY_BUCKET (masked out).  Hole lengths are not padded.  Each new shape still
+compiles again, which is why this is off unless asked for.  fullgraph: a graph break is a
+failure, reported in `error`, and the step runs eager from then on, never half compiled.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..request import InfillError
+
+MODES = ("reduce-overhead", "cudagraphs", "default", "max-autotune")
+KEY_BUCKET = 128
+
+
+def bucket_rows(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def bucket_keys(n: int) -> int:
+    return -(-n // KEY_BUCKET) * KEY_BUCKET
+
+
+@dataclass
+class StepInputs:
+    """One request's compiled-step inputs at the padded shapes."""
+
+    ids: torch.Tensor  # [Bp, n] the step's tokens, real rows rewritten each step
+    positions: torch.Tensor  # [Bp, n]
+    mask: torch.Tensor  # [Bp, 1, n, K] additive: 0, or the dtype's lowest for padded context keys
+    kv: tuple | None  # per layer (k, v) [Bp, heads, Cp, d]: the frozen context, or None (no cache)
+    rows: int  # real rows
+    take: torch.Tensor  # [rows] their indices
+
+
+def step_inputs(ids: torch.Tensor, positions: torch.Tensor, kv: tuple | None, dtype: torch.dtype) -> StepInputs:
+    """ids [B, n] and positions [n] of the tokens a step computes; kv the context's per-layer
+    keys and values [B, heads, C, d] (None: the step attends over ids alone)."""
+    B, n = ids.shape
+    Bp = bucket_rows(B)
+
+    def pad_rows(t: torch.Tensor) -> torch.Tensor:
+        return torch.cat([t, t[:1].expand(Bp - B, *t.shape[1:])]) if Bp > B else t
+
+    keys, lowest = n, torch.finfo(dtype).min
+    if kv is not None:
+        C = kv[0][0].shape[2]
+        keys = bucket_keys(C) + n
+        kv = tuple((F.pad(pad_rows(k), (0, 0, 0, keys - n - C)), F.pad(pad_rows(v), (0, 0, 0, keys - n - C)))
+                   for k, v in kv)
+    mask = torch.zeros(Bp, 1, n, keys, dtype=dtype, device=ids.device)
+    if kv is not None:
+        mask[..., C : keys - n] = lowest  # padded context keys: exp() of it is exactly 0
+    return StepInputs(pad_rows(ids).clone(), positions.expand(Bp, -1).contiguous(), mask, kv, B,
+                      torch.arange(B, device=ids.device))
+
+
+class CompiledHoleStep:
+    """`fn` compiled with `mode` (one of MODES); calls run eager after the first failure."""
+
+    def __init__(self, fn, mode: str, device: torch.device):
+        if mode not in MODES:
+            raise InfillError(f"unknown compile mode {mode!r}; use one of {', '.join(MODES)}")
+        self.fn, self.mode = fn, mode
+        self.graphs = device.type == "cuda" and mode != "default"
+        # Off a GPU there are no graphs to capture: the same compilers without them, rather
+        # than a warning per shape that they were skipped.
+        if mode == "cudagraphs":
+            options = {"backend": "cudagraphs" if self.graphs else "aot_eager"}
+        else:
+            options = {"mode": mode if self.graphs or mode == "default" else
+                       {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}[mode]}
+        self._compiled = torch.compile(fn, dynamic=False, fullgraph=True, **options)
+        self.error: str | None = None  # why the step fell back to eager, if it did
+        self.compiled_calls = 0
+
+    def __call__(self, *args) -> torch.Tensor:
+        if self._compiled is not None:
+            try:
+                if self.graphs:  # a new step: the previous replay's outputs may be overwritten
+                    torch.compiler.cudagraph_mark_step_begin()
+                out = self._compiled(*args)
+                self.compiled_calls += 1
+                return out
+            except Exception as e:  # dynamo, inductor, a missing compiler, CUDA graph capture
+                self.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+                warnings.warn(f"torch.compile ({self.mode}) of the hole step failed, running eager: {self.error}",
+                              RuntimeWarning, stacklevel=2)
+                self._compiled = None
+        return self.fn(*args)
