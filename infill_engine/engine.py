@@ -42,9 +42,11 @@ class Engine:
 
     @classmethod
     def load(cls, model: str | None = None, device: str = "cpu", trust_remote_code: bool = False,
-             allow_network: bool = False, approximate_cache: bool = False, precision: str = "auto") -> "Engine":
-        """The engine over `backends.load_backend(...)` (see there for what `model` may be)."""
-        return cls(load_backend(model, device, trust_remote_code, allow_network, approximate_cache, precision))
+             allow_network: bool = False, approximate_cache: bool = False, precision: str = "auto",
+             compile: str | None = None) -> "Engine":
+        """The engine over `backends.load_backend(...)` (see there for what `model` and `compile` may be)."""
+        return cls(load_backend(model, device, trust_remote_code, allow_network, approximate_cache, precision,
+                                compile))
 
     @classmethod
     def tiny_random(cls, seed: int = 0) -> "Engine":
