@@ -1,4 +1,5 @@
-"""A checkpoint's hole step under torch.compile: opt-in, at fixed shapes, eager when it fails.
+"""A checkpoint's hole step (and its context pass) under torch.compile: opt-in, at fixed
+shapes, eager when it fails.
 
 On a GPU a small checkpoint's step is bound by the host, not the device: transformers'
 Python and one kernel launch per op cost ~26 ms a step for the Qwen2-0.5B shape on an H200
@@ -10,10 +11,12 @@ Compiled, the step is one CUDA graph replay:
   cudagraphs       the eager kernels captured as CUDA graphs (compiles in seconds)
   default          inductor without graphs (what reduce-overhead does on a CPU anyway)
 
-A graph has fixed shapes, so the step's inputs are padded once per request: rows up to a
-power of two (copies of row 0, whose logits are dropped) and the context's keys up to a
-multiple of KEY_BUCKET (masked out).  Hole lengths are not padded.  Each new shape still
-compiles again, which is why this is off unless asked for.  fullgraph: a graph break is a
+The context cache's one pass over the whole sequence per request is compiled too: eager, it
+alone would cost as much as a dozen compiled steps.  A graph has fixed shapes, so inputs are
+padded once per request: rows up to a power of two (copies of row 0, whose results are
+dropped) and the sequence or the context's keys up to a multiple of KEY_BUCKET (masked out as
+keys: exp() of the dtype's lowest is exactly 0).  Hole lengths are not padded.  Each new
+shape still compiles again, which is why this is off unless asked for.  fullgraph: a graph break is a
 failure, reported in `error`, and the step runs eager from then on, never half compiled.
 """
 
@@ -51,6 +54,21 @@ class StepInputs:
     take: torch.Tensor  # [rows] their indices
 
 
+def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    return torch.cat([t, t[:1].expand(rows - t.shape[0], *t.shape[1:])]) if rows > t.shape[0] else t
+
+
+def context_inputs(ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, positions, mask) of the context pass over ids [B, L], padded to [Bp, Lp]: the
+    extra tokens (id 0, at positions L..Lp-1) are masked out as keys."""
+    B, L = ids.shape
+    Bp, Lp = bucket_rows(B), bucket_keys(L)
+    ids = F.pad(_pad_rows(ids, Bp), (0, Lp - L))
+    mask = torch.zeros(Bp, 1, Lp, Lp, dtype=dtype, device=ids.device)
+    mask[..., L:] = torch.finfo(dtype).min
+    return ids, torch.arange(Lp, device=ids.device).expand(Bp, -1), mask
+
+
 def step_inputs(ids: torch.Tensor, positions: torch.Tensor, kv: tuple | None, dtype: torch.dtype) -> StepInputs:
     """ids [B, n] and positions [n] of the tokens a step computes; kv the context's per-layer
     keys and values [B, heads, C, d] (None: the step attends over ids alone)."""
@@ -58,7 +76,7 @@ def step_inputs(ids: torch.Tensor, positions: torch.Tensor, kv: tuple | None, dt
     Bp = bucket_rows(B)
 
     def pad_rows(t: torch.Tensor) -> torch.Tensor:
-        return torch.cat([t, t[:1].expand(Bp - B, *t.shape[1:])]) if Bp > B else t
+        return _pad_rows(t, Bp)
 
     keys, lowest = n, torch.finfo(dtype).min
     if kv is not None:
@@ -73,8 +91,9 @@ def step_inputs(ids: torch.Tensor, positions: torch.Tensor, kv: tuple | None, dt
                       torch.arange(B, device=ids.device))
 
 
-class CompiledHoleStep:
-    """`fn` compiled with `mode` (one of MODES); calls run eager after the first failure."""
+class CompiledStep:
+    """`fn` compiled with `mode` (one of MODES); calls run eager after the first failure.
+    Under CUDA graphs an output lives until the next call: callers copy what they keep."""
 
     def __init__(self, fn, mode: str, device: torch.device):
         if mode not in MODES:
@@ -102,7 +121,8 @@ class CompiledHoleStep:
                 return out
             except Exception as e:  # dynamo, inductor, a missing compiler, CUDA graph capture
                 self.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
-                warnings.warn(f"torch.compile ({self.mode}) of the hole step failed, running eager: {self.error}",
+                warnings.warn(f"torch.compile ({self.mode}) of {getattr(self.fn, '__name__', 'a step')} failed, "
+                              f"running eager: {self.error}",
                               RuntimeWarning, stacklevel=2)
                 self._compiled = None
         return self.fn(*args)

@@ -22,7 +22,7 @@ import torch
 from tokenizers import Tokenizer
 
 from ..request import InfillError
-from .compiled import CompiledHoleStep, StepInputs, step_inputs
+from .compiled import CompiledStep, StepInputs, context_inputs, step_inputs
 from .model_spec import ModelSpec
 
 
@@ -129,7 +129,8 @@ class HFBackend:
             self._fold = (torch.tensor([self.pad_id, *ends], device=device), torch.tensor(ends, device=device))
         if compile is not None and remote_code:
             raise InfillError("compile needs diffill's own model classes; drop trust_remote_code")
-        self.compiled = CompiledHoleStep(self._step, compile, device) if compile is not None else None
+        self.compiled = CompiledStep(self._step, compile, device) if compile is not None else None
+        self.compiled_context = CompiledStep(self._record, compile, device) if compile is not None else None
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -152,7 +153,13 @@ class HFBackend:
         is_context[active] = False
         context = ContextKV(is_context.nonzero().flatten())
         with torch.inference_mode():
-            self._hidden(ids, torch.arange(ids.shape[1], device=self.device)[None], context)
+            if self.compiled_context is not None:
+                kv = self.compiled_context(*context_inputs(ids, self.dtype), context.context_positions)
+                # [:B] and a copy: padding rows dropped, and a graph's outputs outlive no next call
+                B = ids.shape[0]
+                context.layers = {i: (k[:B].clone(), v[:B].clone()) for i, (k, v) in enumerate(kv)}
+            else:
+                self._hidden(ids, torch.arange(ids.shape[1], device=self.device)[None], context)
         context.recording = False
         state = HoleState(torch.searchsorted(active, positions), active, context)
         if self.compiled is not None:
@@ -204,6 +211,15 @@ class HFBackend:
         out = self.model.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                                use_cache=kv is not None, **cache)
         return self._head(out.last_hidden_state[:, head_at])
+
+    def _record(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
+                context_at: torch.Tensor) -> tuple:
+        """The context cache's pass as a function of tensors alone (compiled like `_step`): per
+        layer (k, v) [B, heads, C, d] of the positions context_at [C] of ids [B, L]."""
+        context = ContextKV(context_at)
+        self.model.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         **{self._cache_kwarg: context})
+        return tuple(context.layers[i] for i in range(len(context.layers)))
 
     @torch.inference_mode()
     def sequence_logits(self, ids: torch.Tensor) -> torch.Tensor:

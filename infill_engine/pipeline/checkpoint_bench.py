@@ -10,9 +10,10 @@ of that shape, on the device, without reading or writing gigabytes.  Contenders:
   fixed 4      4 tokens committed a step (random weights are never confident enough for the
                threshold rule, so fixed-k stands in for what threshold decoding saves)
   threshold    Fast-dLLM's rule at 0.9, as a user would run it
-  compiled     (--compile MODE) the cached hole step under torch.compile at fixed shapes,
-               CUDA graphs on a GPU (backends/compiled.py); compiling is the warm-up's
-               business and is reported apart, with how many tokens came out as eager's
+  compiled     (--compile MODE) the cache's hole step and context pass under torch.compile
+               at fixed shapes, CUDA graphs on a GPU (backends/compiled.py); compiling is
+               the warm-up's business and is reported apart, with how many tokens came out
+               as eager's
 and batch 8 (eight holes decoded together) against batch 1.  `compiled_only` keeps the rows a
 compiled run is compared with (vanilla 1/step, cache fixed 4, both batches), so a GPU script
 can give compiling a run of its own.
@@ -150,10 +151,11 @@ def bench(directory: Path, device: str = "cpu", context: int = 1024, hole: int =
     model = f"{exact.name} ({exact.spec.family}, {exact.dtype}, {exact.device})"
     out = {"model": model, "context": context, "hole": hole}
     if compile is not None:
-        step = engines[True, True].backend.compiled
+        step, context_pass = engines[True, True].backend.compiled, engines[True, True].backend.compiled_context
         same = [(tokens[name] == tokens[name.replace(" compiled", "")]) for name, *_ in COMPILED
                 if name.replace(" compiled", "") in tokens]
-        out["compile"] = {"mode": compile, "error": step.error, "compiled_calls": step.compiled_calls,
+        out["compile"] = {"mode": compile, "error": step.error or context_pass.error,
+                          "compiled_calls": step.compiled_calls, "context_calls": context_pass.compiled_calls,
                           "first_run_s": {name: warmup[name] for name, *_ in COMPILED},
                           "same_tokens": (sum(int(s.sum()) for s in same), sum(s.numel() for s in same))}
     for name, _, _, batch, _ in contenders:
@@ -177,7 +179,8 @@ def print_table(r: dict) -> None:
     if c is not None:
         first = ", ".join(f"{name} {s:.1f} s" for name, s in c["first_run_s"].items())
         same, total = c["same_tokens"]
-        state = f"fell back to eager: {c['error']}" if c["error"] else f"{c['compiled_calls']} compiled steps"
+        state = (f"fell back to eager: {c['error']}" if c["error"] else
+                 f"{c['compiled_calls']} compiled steps, {c['context_calls']} compiled context passes")
         print(f"compile {c['mode']}: {state}; first run (compiling) {first}; "
               f"tokens as eager cache fixed 4: {same}/{total}")
 

@@ -11,7 +11,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from infill_engine.backends.checkpoint import load_hf_backend
-from infill_engine.backends.compiled import CompiledHoleStep, bucket_keys, bucket_rows
+from infill_engine.backends.compiled import CompiledStep, bucket_keys, bucket_rows
 from infill_engine.denoise import Denoiser
 from infill_engine.engine import Engine
 from infill_engine.pipeline import checkpoint_bench
@@ -85,12 +85,11 @@ def test_buckets():
     assert [bucket_keys(n) for n in (1, 128, 129, 1000)] == [128, 128, 256, 1024]
 
 
-# (family, context cache, rows): four compiles, ~50 s with a cold inductor cache on 2 cores
-@pytest.mark.parametrize("family,cache,batch", [("dream", True, 1), ("dream", True, 3), ("dream", False, 1),
-                                                ("llada", True, 3)])
+# (family, context cache, rows): five compiles (a cached case compiles its context pass too)
+@pytest.mark.parametrize("family,cache,batch", [("dream", True, 3), ("dream", False, 1), ("llada", True, 1)])
 def test_compiled_step_gets_eager_tokens(tmp_path, family, cache, batch):
     """Real inductor on this CPU (reduce-overhead's graphs need a GPU): rows padded 3 -> 4,
-    context keys 21 -> 128.  A compile that cannot run here fails the test with its reason."""
+    the context pass's 27 tokens and the step's 21 context keys to 128.  A compile that cannot run here fails the test with its reason."""
     eager = checkpoints(tmp_path, family)[cache]
     compiled = checkpoint_bench.sibling(eager, cache, compile="reduce-overhead")
     where = hole_layout(eager, 21, 6)
@@ -99,8 +98,9 @@ def test_compiled_step_gets_eager_tokens(tmp_path, family, cache, batch):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # the eager fallback warns: fail with its reason
         got = Engine(compiled)._denoise(where, req).x
-    assert compiled.compiled.error is None, compiled.compiled.error
+    assert compiled.compiled.error is None and compiled.compiled_context.error is None
     assert compiled.compiled.compiled_calls == 3  # every step compiled, none ran eager
+    assert compiled.compiled_context.compiled_calls == int(cache)
     assert torch.equal(got, want)
 
 
@@ -109,7 +109,7 @@ def test_a_failed_compile_runs_eager_and_says_why():
         torch._dynamo.graph_break()  # fullgraph: a break is a failure, not a half-compiled step
         return x * 2
 
-    step = CompiledHoleStep(fn, "reduce-overhead", torch.device("cpu"))
+    step = CompiledStep(fn, "reduce-overhead", torch.device("cpu"))
     with pytest.warns(RuntimeWarning, match="running eager"):
         assert torch.equal(step(torch.ones(2)), torch.full((2,), 2.0))
     assert step.error and step.compiled_calls == 0
@@ -120,4 +120,4 @@ def test_unknown_compile_mode_is_refused():
     from infill_engine.request import InfillError
 
     with pytest.raises(InfillError, match="compile mode"):
-        CompiledHoleStep(lambda x: x, "fast", torch.device("cpu"))
+        CompiledStep(lambda x: x, "fast", torch.device("cpu"))
