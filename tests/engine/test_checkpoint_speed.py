@@ -121,3 +121,30 @@ def test_unknown_compile_mode_is_refused():
 
     with pytest.raises(InfillError, match="compile mode"):
         CompiledStep(lambda x: x, "fast", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("family,cache", [("dream", True), ("dream", False), ("llada", True)])
+def test_requests_of_different_lengths_batch_as_they_run_alone(tmp_path, family, cache):
+    """The HTTP server's batched forward (http_server/hole_batch.py) over a checkpoint: two
+    requests with different context and hole lengths (one auto length, its rows finishing
+    apart), padded into one forward a step, get the tokens each gets alone."""
+    from http_server.hole_batch import ContextBatch, HoleLoop, can_batch, forward_holes
+
+    engine = Engine(checkpoints(tmp_path, family)[cache])
+    assert can_batch(engine)
+    reqs = [InfillRequest("def add(a, b):\n    return ", "\n", length=5, sampler=FIXED_2),
+            InfillRequest("x = 1\n", "print(x)\n", max_length=6, lengths=(2, 6),
+                          sampler=SamplerSettings(strategy="confidence"))]
+    loops = [HoleLoop(engine, r) for r in reqs]
+    assert len({loop.layout.ids.shape[0] for loop in loops}) == 2
+    active = list(loops)
+    while active:
+        for loop, logits in zip(active, forward_holes(engine.backend, active, ContextBatch(active))):
+            loop.advance(logits)
+        active = [loop for loop in active if not loop.done]
+    for req, loop in zip(reqs, loops):
+        alone, batched = engine.infill(req), loop.result()
+        assert [c.text for c in batched.candidates] == [c.text for c in alone.candidates]
+        for b, a in zip(batched.candidates, alone.candidates):
+            assert b.token_confidences == pytest.approx(a.token_confidences, abs=1e-4)
+        assert batched.forwards == alone.forwards
