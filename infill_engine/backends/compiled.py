@@ -15,9 +15,10 @@ The context cache's one pass over the whole sequence per request is compiled too
 alone would cost as much as a dozen compiled steps.  A graph has fixed shapes, so inputs are
 padded once per request: rows up to a power of two (copies of row 0, whose results are
 dropped) and the sequence or the context's keys up to a multiple of KEY_BUCKET (masked out as
-keys: exp() of the dtype's lowest is exactly 0).  Hole lengths are not padded.  Each new
-shape still compiles again, which is why this is off unless asked for.  fullgraph: a graph break is a
-failure, reported in `error`, and the step runs eager from then on, never half compiled.
+keys: exp() of the dtype's lowest is exactly 0).  A cached step's hole is not padded (one
+graph per hole length).  Each new shape still compiles again, which is why this is off unless
+asked for.  fullgraph: a graph break is a failure, reported in `error`, and the step runs eager
+from then on, never half compiled.
 """
 
 from __future__ import annotations
@@ -46,11 +47,12 @@ def bucket_keys(n: int) -> int:
 class StepInputs:
     """One request's compiled-step inputs at the padded shapes."""
 
-    ids: torch.Tensor  # [Bp, n] the step's tokens, real rows rewritten each step
-    positions: torch.Tensor  # [Bp, n]
-    mask: torch.Tensor  # [Bp, 1, n, K] additive: 0, or the dtype's lowest for padded context keys
+    ids: torch.Tensor  # [Bp, np] the step's tokens: rows[:rows] and columns [:cols] rewritten each step
+    positions: torch.Tensor  # [Bp, np]
+    mask: torch.Tensor  # [Bp, 1, np, K] additive: 0, or the dtype's lowest for padded keys
     kv: tuple | None  # per layer (k, v) [Bp, heads, Cp, d]: the frozen context, or None (no cache)
     rows: int  # real rows
+    cols: int  # real tokens a row
     take: torch.Tensor  # [rows] their indices
 
 
@@ -59,36 +61,31 @@ def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
 
 
 def context_inputs(ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(ids, positions, mask) of the context pass over ids [B, L], padded to [Bp, Lp]: the
-    extra tokens (id 0, at positions L..Lp-1) are masked out as keys."""
+    """(ids, positions, mask) of a pass over whole sequences ids [B, L], padded to [Bp, Lp]:
+    the extra tokens (id 0, at positions L..Lp-1) are masked out as keys."""
     B, L = ids.shape
     Bp, Lp = bucket_rows(B), bucket_keys(L)
     ids = F.pad(_pad_rows(ids, Bp), (0, Lp - L))
     mask = torch.zeros(Bp, 1, Lp, Lp, dtype=dtype, device=ids.device)
     mask[..., L:] = torch.finfo(dtype).min
-    return ids, torch.arange(Lp, device=ids.device).expand(Bp, -1), mask
+    return ids, torch.arange(Lp, device=ids.device).expand(Bp, -1).contiguous(), mask
 
 
 def step_inputs(ids: torch.Tensor, positions: torch.Tensor, kv: tuple | None, dtype: torch.dtype) -> StepInputs:
     """ids [B, n] and positions [n] of the tokens a step computes; kv the context's per-layer
-    keys and values [B, heads, C, d] (None: the step attends over ids alone)."""
+    keys and values [B, heads, C, d].  Without kv the step is a pass over whole sequences
+    (positions 0..n-1), padded like the context pass."""
     B, n = ids.shape
-    Bp = bucket_rows(B)
-
-    def pad_rows(t: torch.Tensor) -> torch.Tensor:
-        return _pad_rows(t, Bp)
-
-    keys, lowest = n, torch.finfo(dtype).min
-    if kv is not None:
-        C = kv[0][0].shape[2]
-        keys = bucket_keys(C) + n
-        kv = tuple((F.pad(pad_rows(k), (0, 0, 0, keys - n - C)), F.pad(pad_rows(v), (0, 0, 0, keys - n - C)))
-                   for k, v in kv)
-    mask = torch.zeros(Bp, 1, n, keys, dtype=dtype, device=ids.device)
-    if kv is not None:
-        mask[..., C : keys - n] = lowest  # padded context keys: exp() of it is exactly 0
-    return StepInputs(pad_rows(ids).clone(), positions.expand(Bp, -1).contiguous(), mask, kv, B,
-                      torch.arange(B, device=ids.device))
+    take = torch.arange(B, device=ids.device)
+    if kv is None:
+        return StepInputs(*context_inputs(ids, dtype), None, B, n, take)
+    Bp, C = bucket_rows(B), kv[0][0].shape[2]
+    Cp = bucket_keys(C)
+    kv = tuple((F.pad(_pad_rows(k, Bp), (0, 0, 0, Cp - C)), F.pad(_pad_rows(v, Bp), (0, 0, 0, Cp - C)))
+               for k, v in kv)
+    mask = torch.zeros(Bp, 1, n, Cp + n, dtype=dtype, device=ids.device)
+    mask[..., C:Cp] = torch.finfo(dtype).min  # padded context keys: exp() of it is exactly 0
+    return StepInputs(_pad_rows(ids, Bp).clone(), positions.expand(Bp, -1).contiguous(), mask, kv, B, n, take)
 
 
 class CompiledStep:

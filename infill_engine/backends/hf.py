@@ -195,9 +195,9 @@ class HFBackend:
         g = state.graph
         src = ids if state.active is None else ids[:, state.active]
         if state.rows is None:
-            g.ids[: g.rows] = src
+            g.ids[: g.rows, : g.cols] = src
         else:
-            g.ids[state.rows] = src
+            g.ids[state.rows, : g.cols] = src
         logits = self.compiled(g.ids, g.positions, g.mask, state.positions, g.kv)
         return logits[g.take if state.rows is None else state.rows]
 
