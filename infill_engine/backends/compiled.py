@@ -11,8 +11,9 @@ Compiled, the step is one CUDA graph replay:
   cudagraphs       the eager kernels captured as CUDA graphs (compiles in seconds)
   default          inductor without graphs (what reduce-overhead does on a CPU anyway)
 
-The context cache's one pass over the whole sequence per request is compiled too: eager, it
-alone would cost as much as a dozen compiled steps.  A graph has fixed shapes, so inputs are
+The context cache's one pass over the whole sequence per request is compiled too (always in
+cudagraphs mode, which compiles in seconds): eager, it alone would cost as much as a dozen
+compiled steps.  A graph has fixed shapes, so inputs are
 padded once per request: rows up to a power of two (copies of row 0, whose results are
 dropped) and the sequence or the context's keys up to a multiple of KEY_BUCKET (masked out as
 keys: exp() of the dtype's lowest is exactly 0).  A cached step's hole is not padded (one

@@ -130,7 +130,9 @@ class HFBackend:
         if compile is not None and remote_code:
             raise InfillError("compile needs diffill's own model classes; drop trust_remote_code")
         self.compiled = CompiledStep(self._step, compile, device) if compile is not None else None
-        self.compiled_context = CompiledStep(self._record, compile, device) if compile is not None else None
+        # The context pass runs once a request: graphs of the eager kernels take the host out of
+        # it as well, and compile in seconds where inductor takes tens of seconds per shape.
+        self.compiled_context = CompiledStep(self._record, "cudagraphs", device) if compile is not None else None
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
