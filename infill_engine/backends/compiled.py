@@ -105,6 +105,11 @@ class CompiledStep:
         else:
             options = {"mode": mode if self.graphs or mode == "default" else
                        {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}[mode]}
+        # Dynamo counts shapes per code object, for every backend of the process together, and
+        # past its limit (8) runs eager without a word: allow more, and make the limit an error,
+        # which the fallback below reports.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        torch._dynamo.config.fail_on_recompile_limit_hit = True
         self._compiled = torch.compile(fn, dynamic=False, fullgraph=True, **options)
         self.error: str | None = None  # why the step fell back to eager, if it did
         self.compiled_calls = 0
