@@ -31,6 +31,7 @@ from tokenizers import Tokenizer, models
 from ..backends import dream, llada
 from ..backends.checkpoint import _device, detect_family, load_hf_backend, read_config
 from ..backends.hf import HFBackend
+from ..denoise import Denoiser
 from ..engine import Engine, Layout
 from ..request import InfillRequest, SamplerSettings
 
@@ -157,12 +158,32 @@ def bench(directory: Path, device: str = "cpu", context: int = 1024, hole: int =
         out["compile"] = {"mode": compile, "error": step.error or context_pass.error,
                           "compiled_calls": step.compiled_calls, "context_calls": context_pass.compiled_calls,
                           "first_run_s": {name: warmup[name] for name, *_ in COMPILED},
-                          "same_tokens": (sum(int(s.sum()) for s in same), sum(s.numel() for s in same))}
+                          "same_tokens": (sum(int(s.sum()) for s in same), sum(s.numel() for s in same)),
+                          "phases_ms": {way: phases(engines[True, way].backend, where, hole, repeats + 2)
+                                        for way in (False, True)}}
     for name, _, _, batch, _ in contenders:
         seconds = statistics.median(times[name])
         out[name] = {"ms_per_forward": seconds * 1000 / forwards[name], "tokens_per_s": batch * hole / seconds,
                      "forwards": forwards[name], "batch": batch}
     return out
+
+
+def phases(backend: HFBackend, where: Layout, hole: int, repeats: int) -> tuple[float, float]:
+    """(context pass, one step) in ms at batch 1, medians: where a cached request's time goes."""
+    loop = Denoiser(backend, where, InfillRequest("", length=hole, sampler=FIXED_4))
+    context, step = [], []
+    with torch.no_grad():
+        for _ in range(repeats):
+            _sync(backend.device)
+            t0 = time.perf_counter()
+            state = backend.prepare(loop.ids, loop.hole)
+            _sync(backend.device)
+            t1 = time.perf_counter()
+            backend.hole_logits(state, loop.sequences(None))
+            _sync(backend.device)
+            context.append((t1 - t0) * 1000)
+            step.append((time.perf_counter() - t1) * 1000)
+    return statistics.median(context), statistics.median(step)
 
 
 def print_table(r: dict) -> None:
@@ -183,6 +204,9 @@ def print_table(r: dict) -> None:
                  f"{c['compiled_calls']} compiled steps, {c['context_calls']} compiled context passes")
         print(f"compile {c['mode']}: {state}; first run (compiling) {first}; "
               f"tokens as eager cache fixed 4: {same}/{total}")
+        (ec, es), (cc, cs) = c["phases_ms"][False], c["phases_ms"][True]
+        print(f"batch 1, ms: context pass eager {ec:.1f}, compiled {cc:.1f}; hole forward eager {es:.1f}, "
+              f"compiled {cs:.1f} (the rest of a step is the sampler's)")
 
 
 def is_checkpoint(model: str | None) -> bool:
