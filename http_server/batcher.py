@@ -6,9 +6,9 @@ for every active hole together (hole_batch.py), and hands back each request the 
 its hole is complete, so a short hole never waits for a long one.  Cancellation and the
 per-request deadline are checked before every forward.
 
-Models other than the bundled one (Dream/LLaDA checkpoints) cannot share a forward across
-requests yet; for them the thread runs `Engine.infill` one request at a time, behind the
-same queue, limits and cancellation.
+Models that cannot share a forward across requests (DreamOn, whose holes resize, and a
+checkpoint's remote code; `hole_batch.can_batch`) get `Engine.infill` one request at a time,
+behind the same queue, limits and cancellation.
 """
 
 from __future__ import annotations

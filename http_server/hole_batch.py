@@ -7,10 +7,13 @@ and its own slots, padded to the batch's longest context and hole and masked so 
 is never seen.  The bundled model's attention rule (context sees only context) makes this
 the same function as the request alone: in fp32 it gets the same tokens alone or in a batch
 (the tests check); in bf16 padding changes the rounding, so a near-tie may fall either way.
+A Dream or LLaDA checkpoint batches the same way (infill_engine/backends/hf_batch.py), with or
+without its context cache, unless it grows and shrinks holes (DreamOn) or runs remote code.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 
 import torch
@@ -22,9 +25,19 @@ from infill_engine.model import rope_tables
 from infill_engine.request import InfillRequest, InfillResult
 
 
+def _checkpoint(backend) -> bool:
+    """A Dream/LLaDA backend (hf.py), asked without importing transformers for the bundled model."""
+    hf = sys.modules.get("infill_engine.backends.hf")
+    return hf is not None and isinstance(backend, hf.HFBackend)
+
+
 def can_batch(engine: Engine) -> bool:
-    """Only the bundled model's exact context cache lets holes of different requests share a forward."""
-    return isinstance(engine.backend, BundledBackend)
+    """The bundled model, and checkpoints on diffill's own model classes whose holes keep their
+    length (a DreamOn hole resizes itself mid-loop, and with it its context)."""
+    be = engine.backend
+    if _checkpoint(be):
+        return not be.remote_code and be.expand_id is None
+    return isinstance(be, BundledBackend)
 
 
 class HoleLoop:
@@ -35,10 +48,16 @@ class HoleLoop:
     def __init__(self, engine: Engine, req: InfillRequest):
         be = engine.backend
         self.t0 = time.perf_counter()
-        layout, lengths, _ = engine.plan(req)  # no edits: only the bundled model batches (can_batch)
+        layout, lengths, _ = engine.plan(req)  # no edits: can_batch keeps DreamOn out
         self.denoiser = Denoiser(be, layout, req, lengths)
         self.layout = layout
-        self.cache, self.positions, _ = be.prepare(self.denoiser.ids, self.denoiser.hole)  # or a cached prefill
+        self.backend = be
+        state = be.prepare(self.denoiser.ids, self.denoiser.hole)  # or a cached prefill
+        if _checkpoint(be):
+            self.state, self.cache, self.positions = state, None, None
+        else:
+            self.state = None
+            self.cache, self.positions, _ = state
 
     @property
     def rows(self) -> int:
@@ -64,6 +83,13 @@ class ContextBatch:
     more than the forward on a small model)."""
 
     def __init__(self, loops: list[HoleLoop]):
+        self.checkpoint = None
+        if _checkpoint(loops[0].backend):
+            from infill_engine.backends.hf_batch import batch_context
+
+            self.checkpoint = batch_context(loops[0].backend, [loop.state for loop in loops],
+                                            [loop.rows for loop in loops])
+            return
         caches = [loop.cache for loop in loops]
         sample = next((c for c in caches if c is not None), None)
         rows = [loop.rows for loop in loops]
@@ -87,8 +113,13 @@ class ContextBatch:
 
 
 @torch.no_grad()
-def forward_holes(backend: BundledBackend, loops: list[HoleLoop], context: ContextBatch) -> list[torch.Tensor]:
+def forward_holes(backend, loops: list[HoleLoop], context: ContextBatch) -> list[torch.Tensor]:
     """One forward over every loop's hole -> each loop's logits [B_i, k_i*n_i, V]."""
+    if context.checkpoint is not None:
+        from infill_engine.backends.hf_batch import batch_hole_logits
+
+        return batch_hole_logits(backend, [loop.state for loop in loops],
+                                 [loop.denoiser.sequences(None) for loop in loops], context.checkpoint)
     model = backend.model
     holes = [loop.hole_ids() for loop in loops]
     R, N = sum(h.shape[0] for h in holes), max(h.shape[1] for h in holes)

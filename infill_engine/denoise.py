@@ -50,6 +50,7 @@ class Denoiser:
         B, n, k = len(lengths) or req.candidates, layout.slots, layout.holes
         self.ids = layout.ids.to(device).repeat(B, 1)  # the whole sequences, hole slots rewritten each step
         self.hole = layout.hole.to(device)
+        self.hole_at = self.hole.nonzero().flatten()  # index, not bool mask: a bool index_put waits for the GPU
         x = self.ids[0, self.hole].view(k, n)[0].repeat(B, 1)  # the slots of one hole (tied holes share them)
         if lengths:
             beyond = torch.arange(n, device=device)[None, :] >= torch.tensor(lengths, device=device)[:, None]
@@ -75,10 +76,16 @@ class Denoiser:
         self.guided = self.settings.strategy == "llada" and bool(self.settings.cfg_scale)
         self.steps = sampler.plan_steps(self.masked, self.settings)  # each row's budget (upstream presets)
         self.resized = False
+        self._banned_at: tuple[tuple[int, ...], torch.Tensor] | None = None  # bans as a device tensor, reused
+        self._banned_tensor(self.banned, device)  # made here, not in the first step
 
     @property
     def done(self) -> bool:
         return not bool(self.masked.any())
+
+    def open_rows(self) -> list[int]:
+        """The rows with slots still masked, read back once: a step's only wait for the device."""
+        return [b for b, live in enumerate(self.masked.any(-1).tolist()) if live]
 
     @property
     def live(self) -> torch.Tensor:
@@ -92,7 +99,7 @@ class Denoiser:
     def sequences(self, rows: torch.Tensor | None, blind: bool = False) -> torch.Tensor:
         """[rows, L]: the chosen rows' (None: all) whole sequences with the slots committed so
         far; `blind`: every context token masked (the unconditional pass of LLaDA's guidance)."""
-        self.ids[:, self.hole] = self.slots()
+        self.ids[:, self.hole_at] = self.slots()
         ids = self.ids if rows is None else self.ids[rows]
         return ids.masked_fill(~self.hole, self.backend.mask_id) if blind else ids
 
@@ -104,11 +111,12 @@ class Denoiser:
 
     def advance(self, logits: torch.Tensor, rows: torch.Tensor | None = None,
                 unconditional: torch.Tensor | None = None, select: torch.Tensor | None = None) -> None:
-        """One step from the logits [R, k*n, V] of `rows` ([B] bool; None: every row), and for a
-        guided loop those of the blind pass.  With `select` (`open_slots(rows)`), the logits are
-        those slots' only, packed [select.sum(), V]."""
+        """One step from the logits [R, k*n, V] of `rows` ([B] bool, or [R] row indices; None:
+        every row), and for a guided loop those of the blind pass.  With `select`
+        (`open_slots(rows)`), the logits are those slots' only, packed [select.sum(), V].
+        Nothing here waits for the device unless a callback, a length edit, an upstream
+        preset's schedule or `select` (a bool index) needs a number."""
         be, device = self.backend, self.x.device
-        rows = torch.ones(self.x.shape[0], dtype=torch.bool, device=device) if rows is None else rows
         k, n = self.layout.holes, self.x.shape[1]
         self.forwards += 1
         self.step += 1
@@ -125,7 +133,7 @@ class Denoiser:
         # (out of place: a checkpoint's logits may be an inference-mode tensor)
         full = self.edit_cap is not None and n >= self.edit_cap
         banned = self.banned + list(self.edit_ids[:1]) * full
-        logits = logits.index_fill(-1, torch.tensor(banned, device=device), -math.inf)
+        logits = logits.index_fill(-1, self._banned_tensor(banned, device), -math.inf)
         logp = torch.log_softmax(logits, -1)
         if select is not None:  # closed slots get a uniform guess: never read, but every row keeps its shape
             dense = logp.new_full((*select.shape, logp.shape[-1]), -math.log(logp.shape[-1]))
@@ -138,22 +146,37 @@ class Denoiser:
             self.banned.append(be.pad_id)  # the rest of the hole is text
             logp[..., be.pad_id] = -math.inf
             logp = logp.log_softmax(-1)
-        greedy = None if self.greedy_rows is None else self.greedy_rows[rows]
-        open_ = self.masked[rows]
-        tokens, p, chosen = sampler.step(logp, open_, self.settings, self.step - 1, self.steps[rows], self.generator,
-                                         greedy, transfer=1 if self.edit_cap is not None else None)
+        def pick(t):  # every row needs no indexing (an index with a bool mask waits for the device)
+            return t if rows is None or t is None else t[rows]
+
+        open_ = pick(self.masked)
+        tokens, p, chosen = sampler.step(logp, open_, self.settings, self.step - 1, pick(self.steps), self.generator,
+                                         pick(self.greedy_rows), transfer=1 if self.edit_cap is not None else None)
         commit = open_ & chosen
-        self.x[rows] = torch.where(commit, tokens, self.x[rows])
-        self.conf[rows] = torch.where(commit, p, self.conf[rows])
-        self.masked[rows] = open_ & ~commit
+        if rows is None:
+            self.x = torch.where(commit, tokens, self.x)
+            self.conf = torch.where(commit, p, self.conf)
+            self.masked = open_ & ~commit
+        else:
+            self.x[rows] = torch.where(commit, tokens, self.x[rows])
+            self.conf[rows] = torch.where(commit, p, self.conf[rows])
+            self.masked[rows] = open_ & ~commit
         if self.edit_cap is not None and any(bool((self.x == i).any()) for i in self.edit_ids if i is not None):
             self.x, self.conf, self.masked = edit_length(self.x, self.conf, be.mask_id, *self.edit_ids, cap=self.edit_cap)
             ids, self.hole = resize_holes(self.ids[0], self.hole, self.x.shape[1], be.mask_id)
-            self.ids, self.resized = ids[None], True
+            self.ids, self.hole_at, self.resized = ids[None], self.hole.nonzero().flatten(), True
         if self.req.progress is not None:
             self.req.progress(1.0 - int(self.masked.sum()) / max(self.total, 1))
         if self.req.on_step is not None:
             self.req.on_step(self.step, [self._show(row) for row in self.x])
+
+    def _banned_tensor(self, banned: list[int], device: torch.device) -> torch.Tensor:
+        """The banned ids on the device, built again only when the list changes (a tensor made
+        from a list each step is a host-to-device copy that waits for the queue)."""
+        key = tuple(banned)
+        if self._banned_at is None or self._banned_at[0] != key:
+            self._banned_at = (key, torch.tensor(banned, device=device, dtype=torch.long))
+        return self._banned_at[1]
 
     def result(self, started: float) -> InfillResult:
         """The rows as candidates, most likely first (`started`: time.perf_counter() at the request)."""

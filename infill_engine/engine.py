@@ -42,9 +42,11 @@ class Engine:
 
     @classmethod
     def load(cls, model: str | None = None, device: str = "cpu", trust_remote_code: bool = False,
-             allow_network: bool = False, approximate_cache: bool = False, precision: str = "auto") -> "Engine":
-        """The engine over `backends.load_backend(...)` (see there for what `model` may be)."""
-        return cls(load_backend(model, device, trust_remote_code, allow_network, approximate_cache, precision))
+             allow_network: bool = False, approximate_cache: bool = False, precision: str = "auto",
+             compile: str | None = None) -> "Engine":
+        """The engine over `backends.load_backend(...)` (see there for what `model` and `compile` may be)."""
+        return cls(load_backend(model, device, trust_remote_code, allow_network, approximate_cache, precision,
+                                compile))
 
     @classmethod
     def tiny_random(cls, seed: int = 0) -> "Engine":
@@ -180,19 +182,25 @@ class Engine:
         be = self.backend
         loop = Denoiser(be, layout, req, lengths, edit_cap)
         state = blind = None
-        while not loop.done:
+        # A backend whose prepared state is per row (a checkpoint's context cache) is told
+        # which rows a step computes once some have finished.
+        narrow = getattr(be, "select_rows", None)
+        while open_rows := loop.open_rows():  # the step's one read-back from the device
             if req.cancel is not None and req.cancel():
                 raise InfillCancelled()
             if state is None or loop.resized:
                 state = be.prepare(loop.ids, loop.hole)
                 blind = be.prepare(loop.sequences(None, blind=True), loop.hole) if loop.guided else None
                 loop.resized = False
-            live = loop.live
-            select = loop.open_slots(live) if getattr(be, "selects_slots", False) else None
+            rows = None if len(open_rows) == loop.x.shape[0] else torch.tensor(open_rows, device=loop.x.device)
+            now, blind_now = state, blind
+            if rows is not None and narrow is not None:
+                now, blind_now = narrow(state, rows), None if blind is None else narrow(blind, rows)
+            select = loop.open_slots(rows) if getattr(be, "selects_slots", False) else None
             kw = {} if select is None else {"select": select}
-            logits = be.hole_logits(state, loop.sequences(live), **kw)
-            unconditional = be.hole_logits(blind, loop.sequences(live, blind=True), **kw) if loop.guided else None
-            loop.advance(logits, live, unconditional, select)
+            logits = be.hole_logits(now, loop.sequences(rows), **kw)
+            unconditional = be.hole_logits(blind_now, loop.sequences(rows, blind=True), **kw) if loop.guided else None
+            loop.advance(logits, rows, unconditional, select)
         return loop
 
     def _denoise_edits(self, layout: Layout, req: InfillRequest, t0: float) -> InfillResult:

@@ -20,12 +20,19 @@ from .bundled import WEIGHTS_DIR, BundledBackend
 
 
 def load_backend(model: str | None = None, device: str = "cpu", trust_remote_code: bool = False,
-                 allow_network: bool = False, approximate_cache: bool = False, precision: str = "auto") -> Backend:
+                 allow_network: bool = False, approximate_cache: bool = False, precision: str = "auto",
+                 compile: str | None = None) -> Backend:
     """None: the bundled model (random weights, said so, when they are not shipped).  A
     directory of diffill's format, or a Dream/LLaDA checkpoint (local directory, or a hub
     id when allow_network).  approximate_cache: Fast-dLLM-style reuse of a full-attention
     checkpoint's context keys/values (faster, not exact).  precision: 'auto' (bf16 where the
-    hardware has it, see precision.py), 'fp32' or 'bf16', for diffill's own models."""
+    hardware has it, see precision.py), 'fp32' or 'bf16', for diffill's own models.  compile:
+    a checkpoint's hole step under torch.compile in that mode (backends/compiled.py), off by
+    default: each new shape compiles again."""
+    if compile is not None and (model is None or _is_bundled(Path(model).expanduser())):
+        from ..request import InfillError
+
+        raise InfillError("compile applies to Dream/LLaDA checkpoints; diffill's own model runs eager")
     if model is None:
         if Transformer.weight_files(WEIGHTS_DIR):
             return BundledBackend.from_directory(WEIGHTS_DIR, device, name="diffill-small (bundled)",
@@ -34,12 +41,12 @@ def load_backend(model: str | None = None, device: str = "cpu", trust_remote_cod
         tok = CodeTokenizer.load(WEIGHTS_DIR / "tokenizer.json")
         return BundledBackend.random(cfg, tok, device=device, name="diffill-small")
     path = Path(model).expanduser()
-    if (path / "config.json").exists() and (path / "tokenizer.json").exists() and _is_diffill_config(path):
+    if _is_bundled(path):
         return BundledBackend.from_directory(path, device, precision=precision)
     from .checkpoint import load_hf_backend  # transformers: imported only for real checkpoints
 
     return load_hf_backend(model, device=device, trust_remote_code=trust_remote_code,
-                           allow_network=allow_network, approximate_cache=approximate_cache)
+                           allow_network=allow_network, approximate_cache=approximate_cache, compile=compile)
 
 
 def tiny_random(seed: int = 0) -> BundledBackend:
@@ -47,6 +54,10 @@ def tiny_random(seed: int = 0) -> BundledBackend:
     tok = CodeTokenizer.load(WEIGHTS_DIR / "tokenizer.json")
     cfg = ModelConfig(vocab_size=tok.vocab_size, dim=32, n_layers=2, n_heads=2, ffn_hidden=64, max_seq_len=512)
     return BundledBackend.random(cfg, tok, seed=seed, name="tiny-random")
+
+
+def _is_bundled(path: Path) -> bool:
+    return (path / "config.json").exists() and (path / "tokenizer.json").exists() and _is_diffill_config(path)
 
 
 def _is_diffill_config(path: Path) -> bool:

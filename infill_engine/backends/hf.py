@@ -10,16 +10,19 @@ the hidden states at the hole go through the output head (150k vocabulary entrie
 `approximate_cache=True` is Fast-dLLM's "DualCache" for one block: the context's keys
 and values are computed once, with the hole all masks, and each step recomputes only
 the hole (and, for Dream, the token before each hole run) against them.
+`compile=MODE` runs the hole step under torch.compile at fixed shapes (compiled.py).
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tokenizers import Tokenizer
 
+from ..request import InfillError
+from .compiled import CompiledStep, StepInputs, context_inputs, step_inputs
 from .model_spec import ModelSpec
 
 
@@ -28,6 +31,8 @@ class HoleState:
     positions: torch.Tensor  # [H] the hidden states that predict the hole's slots, in slot order
     active: torch.Tensor | None = None  # approximate cache: the positions recomputed every step
     context: "ContextKV | None" = None  # approximate cache: everything else's keys and values
+    rows: torch.Tensor | None = None  # the prepared rows a step computes (None: all of them)
+    graph: StepInputs | None = None  # compiled: the step's inputs at fixed shapes
 
 
 class ContextKV:
@@ -44,16 +49,40 @@ class ContextKV:
         self.context_positions = context_positions
         self.layers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.recording = True
+        self.rows: torch.Tensor | None = None  # once some rows are done: the ones still computed
 
     def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
         if self.recording:
             self.layers[layer_idx] = (key[:, :, self.context_positions], value[:, :, self.context_positions])
             return key, value
         k, v = self.layers[layer_idx]
+        if self.rows is not None:
+            k, v = k[self.rows], v[self.rows]
         return torch.cat([k, key], dim=2), torch.cat([v, value], dim=2)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return int(self.context_positions.numel())
+
+    def select(self, rows: torch.Tensor) -> "ContextKV":
+        """The same frozen context for a subset of the prepared rows."""
+        out = ContextKV(self.context_positions)
+        out.layers, out.recording, out.rows = self.layers, False, rows
+        return out
+
+
+class FrozenKV:
+    """The compiled step's cache: per-layer context keys and values passed in as tensors
+    (made inside the compiled function, so the graph depends on no Python object)."""
+
+    def __init__(self, layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]):
+        self.layers = layers
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
+        k, v = self.layers[layer_idx]
+        return torch.cat([k, key], dim=2), torch.cat([v, value], dim=2)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.layers[0][0].shape[2]
 
 
 class HFBackend:
@@ -74,6 +103,7 @@ class HFBackend:
         dtype: torch.dtype,
         remote_code: bool = False,
         approximate_cache: bool = False,
+        compile: str | None = None,
     ):
         self.name = name
         self.model = model
@@ -90,6 +120,19 @@ class HFBackend:
         self.max_len = spec.max_len
         self.vocab_size = int(spec.config.vocab_size)
         self.generation_defaults: dict = {}  # sampler preset defaults from generation_config.json
+        # Looked up once: per step they were an inspect.signature call and two index lists
+        # copied to the device, each copy waiting for the queue to drain.
+        self._cache_kwarg = "" if remote_code else self._cache_kwarg_name()
+        ends = [e for e in spec.ids.end_ids if e < self.vocab_size]
+        self._fold = None
+        if self.pad_id is not None and ends:
+            self._fold = (torch.tensor([self.pad_id, *ends], device=device), torch.tensor(ends, device=device))
+        if compile is not None and remote_code:
+            raise InfillError("compile needs diffill's own model classes; drop trust_remote_code")
+        self.compiled = CompiledStep(self._step, compile, device) if compile is not None else None
+        # The context pass runs once a request: graphs of the eager kernels take the host out of
+        # it as well, and compile in seconds where inductor takes tens of seconds per shape.
+        self.compiled_context = CompiledStep(self._record, "cudagraphs", device) if compile is not None else None
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -102,26 +145,83 @@ class HFBackend:
         hole slot for a shifted model; the first position predicts itself)."""
         slots = hole.nonzero().flatten().to(self.device)
         positions = (slots - 1).clamp(min=0) if self.spec.shifted else slots
-        if not self.approximate_cache:
-            return HoleState(positions)
         ids = ids.to(self.device)
+        if not self.approximate_cache:
+            state = HoleState(positions)
+            every = torch.arange(ids.shape[1], device=self.device)
+            return self._with_graph(state, ids, every, None) if self.compiled is not None else state
         active = torch.unique(torch.cat([slots, positions]))  # sorted
         is_context = torch.ones(ids.shape[1], dtype=torch.bool, device=self.device)
         is_context[active] = False
         context = ContextKV(is_context.nonzero().flatten())
         with torch.inference_mode():
-            self._hidden(ids, torch.arange(ids.shape[1], device=self.device)[None], context)
+            if self.compiled_context is not None:
+                kv = self.compiled_context(*context_inputs(ids, self.dtype), context.context_positions)
+                # [:B] and a copy: padding rows dropped, and a graph's outputs outlive no next call
+                B = ids.shape[0]
+                context.layers = {i: (k[:B].clone(), v[:B].clone()) for i, (k, v) in enumerate(kv)}
+            else:
+                self._hidden(ids, torch.arange(ids.shape[1], device=self.device)[None], context)
         context.recording = False
-        return HoleState(torch.searchsorted(active, positions), active, context)
+        state = HoleState(torch.searchsorted(active, positions), active, context)
+        if self.compiled is not None:
+            kv = tuple(context.layers[i] for i in range(len(context.layers)))
+            return self._with_graph(state, ids[:, active], active, kv)
+        return state
+
+    @torch.inference_mode()
+    def _with_graph(self, state: HoleState, ids: torch.Tensor, positions: torch.Tensor, kv) -> HoleState:
+        return replace(state, graph=step_inputs(ids, positions, kv, self.dtype))
+
+    def select_rows(self, state: HoleState, rows: torch.Tensor) -> HoleState:
+        """The state for a step over some of the prepared rows (rows [R] indices): the
+        context cache is per row, since each row's hole was part of its context's pass."""
+        context = state.context.select(rows) if state.context is not None else None
+        return replace(state, rows=rows, context=context)
 
     @torch.inference_mode()
     def hole_logits(self, state: object, ids: torch.Tensor) -> torch.Tensor:
         assert isinstance(state, HoleState)
         ids = ids.to(self.device)
+        if state.graph is not None:
+            return self._graph_logits(state, ids)
         if state.active is None:
             return self._logits_at(ids, state.positions)
         hidden = self._hidden(ids[:, state.active], state.active[None], state.context)
         return self._head(hidden[:, state.positions])
+
+    def _graph_logits(self, state: HoleState, ids: torch.Tensor) -> torch.Tensor:
+        """The compiled step: this step's rows written into the fixed-shape batch (padding
+        rows keep what they had), then the real rows' logits taken out (a copy: the next
+        replay of a CUDA graph overwrites its outputs)."""
+        g = state.graph
+        src = ids if state.active is None else ids[:, state.active]
+        if state.rows is None:
+            g.ids[: g.rows, : g.cols] = src
+        else:
+            g.ids[state.rows, : g.cols] = src
+        logits = self.compiled(g.ids, g.positions, g.mask, state.positions, g.kv)
+        return logits[g.take if state.rows is None else state.rows]
+
+    def _step(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, head_at: torch.Tensor,
+              kv: tuple | None) -> torch.Tensor:
+        """The hole step as a function of tensors alone (what compiled.py compiles): logits
+        [B, H, V] from the final hidden states at head_at [H] of ids [B, n] at positions [B, n],
+        under the additive mask [B, 1, n, K] over the context keys kv (per layer (k, v)
+        [B, heads, C, d], K = C + n) then ids' own."""
+        cache = {self._cache_kwarg: FrozenKV(kv)} if kv is not None else {}
+        out = self.model.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                               use_cache=kv is not None, **cache)
+        return self._head(out.last_hidden_state[:, head_at])
+
+    def _record(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
+                context_at: torch.Tensor) -> tuple:
+        """The context cache's pass as a function of tensors alone (compiled like `_step`): per
+        layer (k, v) [B, heads, C, d] of the positions context_at [C] of ids [B, L]."""
+        context = ContextKV(context_at)
+        self.model.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         **{self._cache_kwarg: context})
+        return tuple(context.layers[i] for i in range(len(context.layers)))
 
     @torch.inference_mode()
     def sequence_logits(self, ids: torch.Tensor) -> torch.Tensor:
@@ -154,8 +254,7 @@ class HFBackend:
         )  # fmt: skip
         return out.last_hidden_state
 
-    @property
-    def _cache_kwarg(self) -> str:
+    def _cache_kwarg_name(self) -> str:
         # transformers 5 renamed past_key_values to cache.
         params = inspect.signature(self.model.model.forward).parameters
         return "cache" if "cache" in params else "past_key_values"
@@ -173,10 +272,8 @@ class HFBackend:
         """An end-of-text token inside a hole means "nothing more here", which is what the
         pad means to the engine: move its probability onto the pad so auto-length
         infilling sees one "empty slot" choice."""
-        ends = [e for e in self.spec.ids.end_ids if e < logits.shape[-1]]
-        if self.pad_id is None or not ends:
+        if self._fold is None:
             return logits
-        both = logits[..., [self.pad_id, *ends]]
-        logits[..., self.pad_id] = torch.logsumexp(both, dim=-1)
-        logits[..., ends] = float("-inf")
-        return logits
+        both_at, ends_at = self._fold
+        logits[..., self.pad_id] = torch.logsumexp(logits.index_select(-1, both_at), dim=-1)
+        return logits.index_fill_(-1, ends_at, float("-inf"))

@@ -179,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", action="store_true",
                     help="training speed instead: fp32/bf16 x masked/split attention, side by side")
     ap.add_argument("--shape", default="192,6,3,16,384", help="--train: dim,layers,heads,batch,seq_len")
+    ap.add_argument("--compile", nargs="?", const="reduce-overhead", default=None, metavar="MODE",
+                    help="Dream/LLaDA checkpoint: also the cache fixed-4 rows with the hole step under torch.compile "
+                         "(reduce-overhead: inductor + CUDA graphs; cudagraphs: graphs of the eager kernels, "
+                         "compiles faster; default)")
+    ap.add_argument("--compiled-only", action="store_true",
+                    help="with --compile: only vanilla 1/step and cache fixed 4 beside the compiled rows")
     args = ap.parse_args(argv)
     if args.train:
         dim, layers, heads, batch, seq_len = map(int, args.shape.split(","))
@@ -194,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     if checkpoint_bench.is_checkpoint(args.model):  # Dream / LLaDA, weights or config only
         hole = args.hole if args.hole != ap.get_default("hole") else 64
         checkpoint_bench.print_table(checkpoint_bench.bench(Path(args.model), args.device, args.context, hole,
-                                                            max(1, min(args.repeats, 3))))
+                                                            max(1, min(args.repeats, 3)), compile=args.compile,
+                                                            compiled_only=args.compiled_only))
         return 0
     from ..engine import Engine
 

@@ -10,7 +10,13 @@ of that shape, on the device, without reading or writing gigabytes.  Contenders:
   fixed 4      4 tokens committed a step (random weights are never confident enough for the
                threshold rule, so fixed-k stands in for what threshold decoding saves)
   threshold    Fast-dLLM's rule at 0.9, as a user would run it
-and batch 8 (eight holes decoded together) against batch 1.
+  compiled     (--compile MODE) the cache's hole step and context pass under torch.compile
+               at fixed shapes, CUDA graphs on a GPU (backends/compiled.py); compiling is
+               the warm-up's business and is reported apart, with how many tokens came out
+               as eager's
+and batch 8 (eight holes decoded together) against batch 1.  `compiled_only` keeps the rows a
+compiled run is compared with (vanilla 1/step, cache fixed 4, both batches), so a GPU script
+can give compiling a run of its own.
 """
 
 from __future__ import annotations
@@ -25,21 +31,29 @@ from tokenizers import Tokenizer, models
 from ..backends import dream, llada
 from ..backends.checkpoint import _device, detect_family, load_hf_backend, read_config
 from ..backends.hf import HFBackend
+from ..denoise import Denoiser
 from ..engine import Engine, Layout
 from ..request import InfillRequest, SamplerSettings
 
 SHAPES = Path(__file__).with_name("shapes")
 
-# (name, cached context, sampler, batch)
+FIXED_4 = SamplerSettings(strategy="fixed", tokens_per_step=4)
+# (name, cached context, sampler, batch, compiled)
 CONTENDERS = [
-    ("vanilla 1/step", False, SamplerSettings(strategy="confidence"), 1),
-    ("cache 1/step", True, SamplerSettings(strategy="confidence"), 1),
-    ("vanilla fixed 4", False, SamplerSettings(strategy="fixed", tokens_per_step=4), 1),
-    ("cache fixed 4", True, SamplerSettings(strategy="fixed", tokens_per_step=4), 1),
-    ("threshold 0.9", False, SamplerSettings(strategy="threshold", threshold=0.9), 1),
-    ("vanilla 1/step x8", False, SamplerSettings(strategy="confidence"), 8),
-    ("cache fixed 4 x8", True, SamplerSettings(strategy="fixed", tokens_per_step=4), 8),
+    ("vanilla 1/step", False, SamplerSettings(strategy="confidence"), 1, False),
+    ("cache 1/step", True, SamplerSettings(strategy="confidence"), 1, False),
+    ("vanilla fixed 4", False, FIXED_4, 1, False),
+    ("cache fixed 4", True, FIXED_4, 1, False),
+    ("threshold 0.9", False, SamplerSettings(strategy="threshold", threshold=0.9), 1, False),
+    ("vanilla 1/step x8", False, SamplerSettings(strategy="confidence"), 8, False),
+    ("cache fixed 4 x8", True, FIXED_4, 8, False),
 ]
+COMPILED = [
+    ("cache fixed 4 compiled", True, FIXED_4, 1, True),
+    ("cache fixed 4 compiled x8", True, FIXED_4, 8, True),
+]
+# What a compiled run keeps to compare with: the base of the ratios, and the same way eager.
+COMPILED_ONLY = ("vanilla 1/step", "cache fixed 4", "cache fixed 4 x8")
 
 
 def random_backend(directory: Path, device: str, approximate_cache: bool, model=None) -> HFBackend:
@@ -75,12 +89,18 @@ def backends(directory: Path, device: str) -> tuple[HFBackend, HFBackend]:
     """(exact, cached) over one set of weights: the checkpoint's own, or random of its shape."""
     if any(directory.glob("*.safetensors")):
         exact = load_hf_backend(str(directory), device=device)
-        cached = HFBackend(exact.name, exact.model, exact.tokenizer, exact.spec, exact.device, exact.dtype,
-                           approximate_cache=True)
-        cached.generation_defaults = exact.generation_defaults
-        return exact, cached
+        return exact, sibling(exact, approximate_cache=True)
     exact = random_backend(directory, device, approximate_cache=False)
     return exact, random_backend(directory, device, approximate_cache=True, model=exact.model)
+
+
+def sibling(backend: HFBackend, approximate_cache: bool, compile: str | None = None) -> HFBackend:
+    """Another backend over the same model and tokens, cached and compiled as asked."""
+    out = HFBackend(backend.name, backend.model, backend.tokenizer, backend.spec, backend.device, backend.dtype,
+                    approximate_cache=approximate_cache, compile=compile)
+    out.generation_defaults, out.banned_ids, out.is_random = (backend.generation_defaults, backend.banned_ids,
+                                                              backend.is_random)
+    return out
 
 
 def layout(backend: HFBackend, context: int, hole: int, seed: int = 0) -> Layout:
@@ -100,50 +120,93 @@ def _sync(device: torch.device) -> None:
 
 
 def bench(directory: Path, device: str = "cpu", context: int = 1024, hole: int = 64, repeats: int = 3,
-          contenders=CONTENDERS) -> dict:
+          contenders=CONTENDERS, compile: str | None = None, compiled_only: bool = False) -> dict:
     """{name: {"ms_per_forward", "tokens_per_s", "forwards"}} plus "model"; medians of
-    `repeats` rounds, each round running every contender once (interleaved)."""
+    `repeats` rounds, each round running every contender once (interleaved).  compile: also
+    the COMPILED rows, with that torch.compile mode (then "compile" says how it went)."""
     exact, cached = backends(directory, device)
-    engines = {False: Engine(exact), True: Engine(cached)}
+    engines = {(False, False): Engine(exact), (True, False): Engine(cached)}
+    if compile is not None:
+        engines[True, True] = Engine(sibling(cached, approximate_cache=True, compile=compile))
+        contenders = [c for c in contenders if not compiled_only or c[0] in COMPILED_ONLY] + COMPILED
     where = layout(exact, context, hole)
     times: dict[str, list[float]] = {name: [] for name, *_ in contenders}
     forwards: dict[str, int] = {}
+    tokens: dict[str, torch.Tensor] = {}
 
-    def once(name, use_cache, settings, batch) -> float:
-        engine = engines[use_cache]
+    def once(name, use_cache, settings, batch, compiled) -> float:
+        engine = engines[use_cache, compiled]
         req = InfillRequest("", length=hole, candidates=batch, sampler=settings)
         _sync(exact.device)
         t0 = time.perf_counter()
         with torch.no_grad():
-            f = engine._denoise(where, req).forwards
+            loop = engine._denoise(where, req)
         _sync(exact.device)
-        forwards[name] = f
+        forwards[name], tokens[name] = loop.forwards, loop.x
         return time.perf_counter() - t0
 
-    for contender in contenders:  # warm-up: kernels, allocator, compiled paths
-        once(*contender)
+    warmup = {contender[0]: once(*contender) for contender in contenders}  # kernels, allocator, compiling
     for _ in range(repeats):
         for contender in contenders:
             times[contender[0]].append(once(*contender))
     model = f"{exact.name} ({exact.spec.family}, {exact.dtype}, {exact.device})"
     out = {"model": model, "context": context, "hole": hole}
-    for name, _, _, batch in contenders:
+    if compile is not None:
+        step, context_pass = engines[True, True].backend.compiled, engines[True, True].backend.compiled_context
+        same = [(tokens[name] == tokens[name.replace(" compiled", "")]) for name, *_ in COMPILED
+                if name.replace(" compiled", "") in tokens]
+        out["compile"] = {"mode": compile, "error": step.error or context_pass.error,
+                          "compiled_calls": step.compiled_calls, "context_calls": context_pass.compiled_calls,
+                          "first_run_s": {name: warmup[name] for name, *_ in COMPILED},
+                          "same_tokens": (sum(int(s.sum()) for s in same), sum(s.numel() for s in same)),
+                          "phases_ms": {way: phases(engines[True, way].backend, where, hole, repeats + 2)
+                                        for way in (False, True)}}
+    for name, _, _, batch, _ in contenders:
         seconds = statistics.median(times[name])
         out[name] = {"ms_per_forward": seconds * 1000 / forwards[name], "tokens_per_s": batch * hole / seconds,
                      "forwards": forwards[name], "batch": batch}
     return out
 
 
+def phases(backend: HFBackend, where: Layout, hole: int, repeats: int) -> tuple[float, float]:
+    """(context pass, one step) in ms at batch 1, medians: where a cached request's time goes."""
+    loop = Denoiser(backend, where, InfillRequest("", length=hole, sampler=FIXED_4))
+    context, step = [], []
+    with torch.no_grad():
+        for _ in range(repeats):
+            _sync(backend.device)
+            t0 = time.perf_counter()
+            state = backend.prepare(loop.ids, loop.hole)
+            _sync(backend.device)
+            t1 = time.perf_counter()
+            backend.hole_logits(state, loop.sequences(None))
+            _sync(backend.device)
+            context.append((t1 - t0) * 1000)
+            step.append((time.perf_counter() - t1) * 1000)
+    return statistics.median(context), statistics.median(step)
+
+
 def print_table(r: dict) -> None:
     base = r["vanilla 1/step"]
     print(f"model: {r['model']}  {r['hole']}-token infill at {r['context']} context tokens "
           f"(threads {torch.get_num_threads()}); ms/forward is wall time / forwards, the cache's context pass included")
-    print(f"  {'way':<20}{'batch':>6}{'forwards':>9}{'ms/forward':>12}{'tokens/s':>10}{'vs vanilla':>12}")
+    print(f"  {'way':<26}{'batch':>6}{'forwards':>9}{'ms/forward':>12}{'tokens/s':>10}{'vs vanilla':>12}")
     for name, row in r.items():
-        if not isinstance(row, dict):
+        if not isinstance(row, dict) or "batch" not in row:
             continue
-        print(f"  {name:<20}{row['batch']:>6}{row['forwards']:>9}{row['ms_per_forward']:>12.1f}"
+        print(f"  {name:<26}{row['batch']:>6}{row['forwards']:>9}{row['ms_per_forward']:>12.1f}"
               f"{row['tokens_per_s']:>10.1f}{row['tokens_per_s'] / base['tokens_per_s']:>11.2f}x")
+    c = r.get("compile")
+    if c is not None:
+        first = ", ".join(f"{name} {s:.1f} s" for name, s in c["first_run_s"].items())
+        same, total = c["same_tokens"]
+        state = (f"fell back to eager: {c['error']}" if c["error"] else
+                 f"{c['compiled_calls']} compiled steps, {c['context_calls']} compiled context passes")
+        print(f"compile {c['mode']}: {state}; first run (compiling) {first}; "
+              f"tokens as eager cache fixed 4: {same}/{total}")
+        (ec, es), (cc, cs) = c["phases_ms"][False], c["phases_ms"][True]
+        print(f"batch 1, ms: context pass eager {ec:.1f}, compiled {cc:.1f}; hole forward eager {es:.1f}, "
+              f"compiled {cs:.1f} (the rest of a step is the sampler's)")
 
 
 def is_checkpoint(model: str | None) -> bool:

@@ -49,6 +49,20 @@ def test_bench_on_a_config_only_checkpoint(tmp_path, shape, overrides):
             assert row["ms_per_forward"] > 0 and row["tokens_per_s"] > 0, name
 
 
+def test_bench_compiled_rows(tmp_path):
+    """cudagraphs mode: on a CPU the same capture without graphs (aot_eager), seconds to compile."""
+    directory = shrunk(tmp_path, "qwen2-0.5b", TINY)
+    r = checkpoint_bench.bench(directory, context=24, hole=8, repeats=1, compile="cudagraphs", compiled_only=True)
+    ways = [name for name, row in r.items() if isinstance(row, dict) and "batch" in row]
+    assert ways == ["vanilla 1/step", "cache fixed 4", "cache fixed 4 x8", "cache fixed 4 compiled",
+                    "cache fixed 4 compiled x8"]
+    assert r["cache fixed 4 compiled x8"]["forwards"] == 2 and r["cache fixed 4 compiled x8"]["batch"] == 8
+    c = r["compile"]
+    assert c["error"] is None and c["compiled_calls"] >= 4 and c["context_calls"] >= 4  # warm-up + a round, x2
+    assert c["same_tokens"] == (72, 72)  # 8 slots x (1 + 8) rows, as the eager cache got them
+    checkpoint_bench.print_table(r)
+
+
 def test_bench_cli_prints_the_ratio_table(tmp_path):
     write_dream(tmp_path / "Dream-tiny", shards=1)  # a checkpoint with weights runs its own
     r = subprocess.run([sys.executable, "-m", "infill_engine.cli", "bench", "--model", str(tmp_path / "Dream-tiny"),
@@ -65,7 +79,8 @@ def test_gpu_bench_script_runs_on_cpu_with_tiny_shapes(tmp_path):
 
     shapes = [shrunk(tmp_path, "qwen2-7b", TINY), shrunk(tmp_path, "llada-8b", TINY_LLADA)]
     env = os.environ | {"SHAPES": " ".join(map(str, shapes)), "DEVICE": "cpu", "CONTEXT": "24", "HOLE": "8",
-                        "REPEATS": "1", "PYTHON": sys.executable, "PYTHONPATH": str(REPO)}
+                        "REPEATS": "1", "PYTHON": sys.executable, "PYTHONPATH": str(REPO),
+                        "COMPILE_LARGE": "cudagraphs", "BUDGET": "500", "STEP_TIMEOUT": "240"}
     out = tmp_path / "out"
     r = subprocess.run([str(REPO / "scripts" / "bench-on-gpu.sh"), str(out)], capture_output=True, text=True,
                        timeout=600, env=env)
@@ -73,4 +88,6 @@ def test_gpu_bench_script_runs_on_cpu_with_tiny_shapes(tmp_path):
     for shape in ("qwen2-7b", "llada-8b"):
         table = (out / f"{shape}.txt").read_text()
         assert "cache fixed 4 x8" in table and "vs vanilla" in table
+        compiled = (out / f"{shape}-compiled.txt").read_text()
+        assert "cache fixed 4 compiled x8" in compiled and "compiled steps" in compiled, compiled
     assert (out / "gpu.txt").exists()

@@ -245,11 +245,28 @@ def test_bench_http_prints_both_modes_side_by_side(capsys):
     assert "batching on / off at 2 clients" in out
 
 
-def test_a_checkpoint_that_cannot_batch_is_served_one_request_at_a_time(tmp_path):
+def test_a_checkpoint_batches_concurrent_requests(tmp_path):
     from tests.engine.test_hf_backends import write_dream
 
     write_dream(tmp_path / "Dream-v0-Base-7B")
-    engine = Engine.load(str(tmp_path / "Dream-v0-Base-7B"))
+    engine = Engine.load(str(tmp_path / "Dream-v0-Base-7B"), approximate_cache=True)
+    confidence = SamplerSettings(strategy="confidence")
+    bodies = [{"prefix": "def add(a, b):\n    return ", "suffix": "\n", "length": 5},
+              {"prefix": "x = 1\n", "suffix": "print(x)\n", "max_tokens": 6, "lengths": [2, 6]}]
+    with live(engine) as server:
+        assert httpx.get(f"{server.url}/health").json()["batching"] is True
+        answers = asyncio.run(_post_all(server.url, [{**b, "sampler": {"strategy": "confidence"}}
+                                                     for b in bodies * 2]))
+    alone = [engine.infill(InfillRequest(bodies[0]["prefix"], "\n", length=5, sampler=confidence)),
+             engine.infill(InfillRequest("x = 1\n", "print(x)\n", max_length=6, lengths=(2, 6), sampler=confidence))]
+    assert [r.json()["text"] for r in answers] == [a.text for a in alone] * 2
+
+
+def test_a_checkpoint_that_cannot_batch_is_served_one_request_at_a_time(tmp_path):
+    from tests.engine.test_hf_backends import write_dream
+
+    write_dream(tmp_path / "DreamOn-v0-7B", expand=True, delete=True)  # its holes resize: never batched
+    engine = Engine.load(str(tmp_path / "DreamOn-v0-7B"))
     body = {"prefix": "def add(a, b):\n    return ", "suffix": "\n", "length": 5, "sampler": {"strategy": "confidence"}}
     with live(engine, timeout_s=0.5) as server:
         assert httpx.get(f"{server.url}/health").json()["batching"] is False
