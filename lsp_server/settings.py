@@ -57,6 +57,10 @@ class Settings:
     # the engine's default, for keystroke latency.  On 300 held-out lines these find 31 exact
     # lines where every length from 2 to 28 finds 34, at a third of the row-steps.
     lengths: tuple[int, ...] = (2, 3, 4, 6, 9, 14, 24, 40)
+    # Model steps per suggestion; near the cap each step commits more tokens.  On the same 300
+    # lines 8 steps found as many exact lines as no cap (33, the v2.1 model) and cut the longest
+    # row from 40 forwards to 8: most of a suggestion's latency.
+    max_steps: int = 8
     # Every code action's model work is bounded three ways, so none runs for minutes:
     action_max_tokens: int = 256  # the most tokens an action's hole may take (a body, a rewrite)
     action_max_steps: int = 64  # model steps per candidate; near the cap each step commits more tokens
@@ -77,7 +81,8 @@ class Settings:
     def infill(self) -> InfillOptions:
         """What every model feature starts from (each adjusts its own budget from here)."""
         return InfillOptions(max_length=self.max_hole_tokens, candidates=self.candidates,
-                             sampler=SamplerSettings(threshold=self.threshold), lengths=self.lengths)
+                             sampler=SamplerSettings(threshold=self.threshold, max_steps=self.max_steps),
+                             lengths=self.lengths)
 
     @property
     def action_infill(self) -> InfillOptions:
@@ -147,6 +152,7 @@ _CHECKS = {
     "candidates": _check_int(1, 8),
     "debounce_ms": _check_int(0, 10_000),
     "lengths": _check_lengths,
+    "max_steps": _check_int(1, 512),
     "action_max_tokens": _check_int(1, 512),
     "action_max_steps": _check_int(1, 512),
     "action_timeout_ms": _check_int(100, 600_000),

@@ -180,7 +180,14 @@ def test_lengths_reach_every_request_and_empty_means_the_model_settles_it():
     assert problems == [] and s.infill.request("x = ", "\n").lengths == ()
 
 
+def test_max_steps_caps_suggestions_and_actions_keep_their_own_cap():
+    s, problems = merge_settings(Settings(), {"maxSteps": 3})
+    assert problems == [] and s.infill.sampler.max_steps == 3
+    assert s.action_infill.sampler.max_steps == Settings.action_max_steps
+
+
 @pytest.mark.parametrize("raw,key", [
+    ({"maxSteps": 0}, "maxSteps"),
     ({"maxHoleTokens": 0}, "maxHoleTokens"),
     ({"maxHoleTokens": "48"}, "maxHoleTokens"),
     ({"maxHoleTokens": True}, "maxHoleTokens"),

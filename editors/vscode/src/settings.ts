@@ -36,6 +36,7 @@ export interface ServerSettings {
   candidates: number;
   debounceMs: number;
   lengths: number[];
+  maxSteps: number;
   actionMaxTokens: number;
   actionMaxSteps: number;
   actionTimeoutMs: number;
@@ -105,6 +106,7 @@ export function serverSettings(cfg: ConfigReader): ServerSettings {
     candidates: setting(cfg, "candidates"),
     debounceMs: setting(cfg, "debounceMs"),
     lengths: setting(cfg, "lengths"),
+    maxSteps: setting(cfg, "maxSteps"),
     actionMaxTokens: setting(cfg, "actionMaxTokens"),
     actionMaxSteps: setting(cfg, "actionMaxSteps"),
     actionTimeoutMs: setting(cfg, "actionTimeoutMs"),
