@@ -232,6 +232,8 @@ def _initialization_options(args: argparse.Namespace) -> dict[str, Any]:
         options["features"] = {"unlikelyHints": True}
     if args.lengths is not None:
         options["lengths"] = args.lengths
+    if args.max_steps is not None:
+        options["maxSteps"] = args.max_steps
     if args.model and args.model != "tiny-random":
         options["model"] = args.model
     return options
@@ -310,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lengths", type=_lengths, default=None,
                         help="hole lengths an inline suggestion tries, comma-separated, or 'settle' for the "
                              "model's own length rule (default: the server's diffill.lengths)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="model steps per suggestion (default: the server's diffill.maxSteps)")
     parser.add_argument("--json", dest="json_path", help="also write the summary to this JSON file")
     return parser
 

@@ -21,7 +21,10 @@ from .context import Hooks, infill
 if TYPE_CHECKING:
     from infill_engine.engine import Engine
 
-LINE_HOLE_TOKENS = 32  # the rest of one line rarely needs more
+# The rest of one line rarely needs more, and every length tried is a batch row paid for at
+# every step: of 300 held-out lines the bundled model got 33 exactly right, none longer than 9
+# tokens (a third of the lines are longer than 14).  A blank line's block keeps max_length.
+LINE_HOLE_TOKENS = 16
 
 
 @dataclass(frozen=True)
