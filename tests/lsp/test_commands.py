@@ -20,7 +20,8 @@ EGLOT_CAPABILITIES = {
     "textDocument": {"codeAction": {"codeActionLiteralSupport": {
         "codeActionKind": {"valueSet": ["quickfix", "refactor", "refactor.rewrite"]}}}},
     "workspace": {"applyEdit": True}, "window": {"workDoneProgress": True}}
-LONG_WORK = {"maxHoleTokens": 24, "threshold": 1.0, "actionMaxSteps": 400}  # ~48 steps: still running when we act
+# One 160-token row at one token a step: ~160 steps, still running when we act.
+LONG_WORK = {"maxHoleTokens": 128, "lengths": [160], "threshold": 1.0, "actionMaxSteps": 400}
 
 
 def start(raw: RawServer, options: dict) -> None:
@@ -106,7 +107,7 @@ def test_an_action_past_its_time_limit_stops_and_says_so(raw: RawServer):
 
 
 def test_an_actions_model_steps_are_capped_by_the_setting(raw: RawServer):
-    # threshold 1.0 commits one token a step: a 48-token body would take ~48 steps (~19
+    # threshold 1.0 commits one token a step: a long body would take ~160 steps (~19
     # progress reports); capped at 2 steps, each candidate reports at most twice.
     start(raw, {**LONG_WORK, "actionMaxSteps": 2})
     command = fill_body_command(raw)
