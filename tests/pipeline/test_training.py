@@ -20,7 +20,7 @@ from infill_engine.model import ModelConfig, Transformer
 from infill_engine.pipeline import corpus, gpu_run, train
 from infill_engine.pipeline.corpus import classify_license
 from infill_engine.pipeline.heldout import evaluate_lines
-from infill_engine.pipeline.shards import TokenStream, build_shards
+from infill_engine.pipeline.shards import TokenStream, build_shards, cut_shards
 from infill_engine.pipeline.windows import WindowSampler
 from infill_engine.request import InfillRequest
 from infill_engine.tokenizer import CodeTokenizer
@@ -134,6 +134,21 @@ def test_a_capped_stream_stops_at_a_file_boundary(small_corpus, shards, tmp_path
     assert 0 < len(capped) <= 0.1 * (1 << 20) / 2
     assert (np.asarray(capped.tokens) == np.asarray(full.tokens[:len(capped)])).all()  # a leading slice
     assert len(capped) in set(full.starts.tolist())
+
+
+def test_a_cut_slice_is_the_stream_after_the_skipped_files(shards, tmp_path):
+    full, valid = TokenStream(shards, "train"), TokenStream(shards, "valid")
+    skip = len(full.starts) // 3
+    report = cut_shards(shards, tmp_path, skip, max_mib=0.2)
+    cut = TokenStream(tmp_path, "train")
+    start = int(full.starts[skip])
+    assert 0 < len(cut) <= 0.2 * (1 << 20) / 2 and cut.starts[0] == 0
+    assert (np.asarray(cut.tokens) == np.asarray(full.tokens[start:start + len(cut)])).all()
+    assert (cut.starts + start).tolist() == full.starts[skip:skip + len(cut.starts)].tolist()  # whole files
+    assert report["train"]["first_file"] == skip and len(TokenStream(tmp_path, "valid")) == len(valid)  # uncapped: all of it
+    assert (tmp_path / "tokenizer.json").read_bytes() == (shards / "tokenizer.json").read_bytes()
+    with pytest.raises(ValueError):
+        cut_shards(shards, tmp_path, len(full.starts), max_mib=1)
 
 
 def test_dense_batches_are_the_stream_with_padded_holes_laid_out_context_first(shards):
