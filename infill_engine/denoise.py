@@ -87,11 +87,6 @@ class Denoiser:
         """The rows with slots still masked, read back once: a step's only wait for the device."""
         return [b for b, live in enumerate(self.masked.any(-1).tolist()) if live]
 
-    @property
-    def live(self) -> torch.Tensor:
-        """[B] bool: rows with slots still masked."""
-        return self.masked.any(-1)
-
     def slots(self) -> torch.Tensor:
         """[B, k*n]: every row's hole slots as the model sees them (tied holes hold the same)."""
         return self.x.repeat(1, self.layout.holes)

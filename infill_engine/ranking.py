@@ -4,7 +4,8 @@ The engine orders its candidates by the model's own likelihood (`denoise.ranked`
 a small model gets wrong often enough to be worth a rule, each measured on HumanEval single
 lines (see MODEL_CARD.md):
 
-- a filling that breaks the parse is rarely right (`syntax.spans.syntax_first`);
+- a filling that breaks the parse is rarely right (tree-sitter, `syntax.spans.syntax_ok`;
+  HumanEval single lines: 16 of 200 right against 10 of 200 by likelihood alone);
 - a filling that only repeats a line next to the hole (`total = 0` again, under `total = 0`)
   is the likeliest text there and almost never what the user wants.  Control statements are
   exempt: a second `return False` or `break` a few lines on is ordinary code.

@@ -5,7 +5,8 @@ the program `prompt + completion + suffix + "\\n" + test + "check(entry_point)"`
 sandboxed subprocess (see sandbox.py); pass@1 is the fraction that run to the end.
 The completion is text the engine returned, never trimmed or fixed: its first candidate
 that leaves the program parsing no worse than the empty hole and does not merely repeat a
-neighbouring line (`ranking.best_first`, as the editors rank suggestions), else its first.  One attempt is run per problem.
+neighbouring line (`ranking.best_first`, as the editors rank suggestions), else its first.
+One attempt is run per problem.
 
 Length modes:
   auto   — the model is never told the true length: it gets `max_length` slots (32 for the

@@ -15,14 +15,12 @@ a span always covers what was selected.
 from __future__ import annotations
 
 import re
-from typing import Sequence, TypeVar
 
 from tree_sitter import Node
 
 from .lines import line_span
 from .parse import Code, ParsedText, identifier_node_at
 
-T = TypeVar("T")
 
 # Nodes whose children form a run that may be rewritten in part: statement lists and
 # comma-separated lists.  Selecting two statements of a block rewrites those two, not the block.
@@ -310,14 +308,3 @@ def syntax_ok(old: Code, new: str) -> bool:
     if old.language is None:
         return True
     return Code(new, old.language).error_count() <= old.error_count()
-
-
-def syntax_first(prefix: str, suffix: str, fillings: Sequence[T], language: str | None) -> list[T]:
-    """`fillings` (anything with a `.text`, e.g. the engine's candidates) of the hole between
-    prefix and suffix, those that leave the code parsing no worse than the empty hole first,
-    each group in the given order.  A small model's most likely filling is often one that
-    breaks the code; the first one that does not is far more often right (measured: HumanEval
-    single lines, 16 of 200 right against 10 of 200)."""
-    empty = Code(prefix + suffix, language)
-    ok = [syntax_ok(empty, prefix + f.text + suffix) for f in fillings]
-    return [f for _, f in sorted(zip(ok, fillings), key=lambda pair: not pair[0])]
