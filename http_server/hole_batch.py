@@ -57,7 +57,8 @@ class HoleLoop:
             self.state, self.cache, self.positions = state, None, None
         else:
             self.state = None
-            self.cache, self.positions, _ = state
+            steps, _ = state
+            self.cache, self.positions = steps.cache, steps.positions
 
     @property
     def rows(self) -> int:

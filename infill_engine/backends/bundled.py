@@ -68,10 +68,10 @@ class BundledBackend:
             self._caches[key] = self.model.prefill(context, positions[~hole])
             while len(self._caches) > self._cache_entries:
                 self._caches.popitem(last=False)
-        return self._caches.get(key), positions[hole], hole
+        return self.model.hole_steps(self._caches.get(key), positions[hole]), hole
 
     @torch.no_grad()
     def hole_logits(self, state, ids: torch.Tensor, select: torch.Tensor | None = None) -> torch.Tensor:
-        cache, hole_positions, hole = state
+        steps, hole = state
         # The sampler's softmax, entropies and scores run in fp32 whatever the weights are.
-        return self.model.forward_hole(ids[:, hole], hole_positions, cache, select).float()
+        return steps.logits(ids[:, hole], select).float()

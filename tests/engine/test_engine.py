@@ -65,6 +65,19 @@ def test_cached_hole_step_equals_full_forward(holes):
     with torch.no_grad():
         packed = model.forward_hole(ids[:, hole], positions[hole], cache, select)
     assert torch.allclose(packed, cached[select], atol=1e-5)  # only the output layer is skipped
+    # The engine's way: one HoleSteps a hole, buffers written once, steps over fewer rows later.
+    steps = model.hole_steps(cache, positions[hole])
+    changed = ids.clone()
+    changed[0, hole.nonzero()[-1]] = 9  # a later step: other slots committed
+    with torch.no_grad():
+        first = steps.logits(ids[:, hole])
+        later = steps.logits(changed[:, hole])
+        one_row = steps.logits(changed[1:, hole], select[1:])
+        expected = model.forward_hole(changed[:, hole], positions[hole], cache)
+    assert torch.allclose(first, cached, atol=1e-5)
+    assert torch.allclose(later, expected, atol=1e-5)
+    assert not torch.allclose(later[0], first[0], atol=1e-5)  # the buffers took the new hole keys
+    assert torch.allclose(one_row, expected[1:][select[1:]], atol=1e-5)
 
 
 def test_context_does_not_depend_on_the_hole_but_the_hole_sees_context():
