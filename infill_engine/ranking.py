@@ -6,6 +6,11 @@ lines (see MODEL_CARD.md):
 
 - a filling that breaks the parse is rarely right (tree-sitter, `syntax.spans.syntax_ok`;
   HumanEval single lines: 16 of 200 right against 10 of 200 by likelihood alone);
+- in Python, a filling that CPython will not compile is rarely right either.  tree-sitter
+  recovers from errors and only counts them, so where the hole already leaves the code broken
+  (an empty block) it lets `try:` with no `except`, or an `if` with no body, through as "no
+  worse"; `compile()` of the hole's top-level statement does not (HumanEval single lines,
+  length by search: 158 of 1,033 right against 143 without it);
 - a filling that only repeats a line next to the hole (`total = 0` again, under `total = 0`)
   is the likeliest text there and almost never what the user wants.  Control statements are
   exempt: a second `return False` or `break` a few lines on is ordinary code.
@@ -14,6 +19,7 @@ lines (see MODEL_CARD.md):
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Protocol, Sequence, TypeVar
 
 from .syntax.parse import Code
@@ -42,12 +48,72 @@ def echoes(prefix: str, suffix: str, text: str) -> bool:
     return all(line in near for line in lines)
 
 
+# A line at column 0 that continues the statement above it rather than starting one.
+_CONTINUES = re.compile(r"[\s#)\]}]|(else|elif|except|finally)\b")
+
+
+def top_level_statement(prefix: str, suffix: str) -> tuple[int, int]:
+    """(start in prefix, end in suffix) of the top-level statement around a hole between
+    prefix and suffix: from the last line of prefix that starts one at column 0 to the first
+    such line of suffix after the hole's own line.  A guess from indentation (a column-0 line
+    inside a triple-quoted string fools it); a wrong cut only makes every filling fail alike."""
+    start = 0
+    for m in re.finditer(r"^(?=\S)", prefix, re.M):
+        if not _CONTINUES.match(prefix, m.start()):
+            start = m.start()
+    end = len(suffix)
+    first_line_end = suffix.find("\n")
+    if first_line_end >= 0:
+        for m in re.finditer(r"^(?=\S)", suffix[first_line_end + 1:], re.M):
+            if not _CONTINUES.match(suffix, first_line_end + 1 + m.start()):
+                end = first_line_end + 1 + m.start()
+                break
+    return start, end
+
+
+def python_compiles(source: str) -> bool:
+    """Whether CPython compiles `source` (nothing runs).  Warnings such as an invalid escape
+    in a string are not failures and are not printed."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            compile(source, "<filling>", "exec", dont_inherit=True)
+        return True
+    except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError):
+        return False
+
+
+def compiles_with(prefix: str, suffix: str, language: str | None):
+    """A test of one filling: does the hole's top-level statement compile with it?  Python
+    only (None elsewhere).  Compiling the statement, not the file, keeps it well under a
+    millisecond in a long file."""
+    if language != "python":
+        return None
+    start, end = top_level_statement(prefix, suffix)
+    before, after = prefix[start:], suffix[:end]
+    return lambda text: python_compiles(before + text + after)
+
+
+class Ranking:
+    """The rule, for the fillings of one place: `key(text)` sorts the best first.
+
+    `baseline`: the code a filling must parse no worse than (default: the empty hole)."""
+
+    def __init__(self, prefix: str, suffix: str, language: str | None, baseline: Code | None = None):
+        self.prefix, self.suffix = prefix, suffix
+        self.baseline = baseline if baseline is not None else Code(prefix + suffix, language)
+        self._compiles = compiles_with(prefix, suffix, language)
+
+    def key(self, text: str) -> tuple[bool, bool, bool]:
+        """(does not compile, parses worse, echoes): False sorts first."""
+        return (self._compiles is not None and not self._compiles(text),
+                not syntax_ok(self.baseline, self.prefix + text + self.suffix),
+                echoes(self.prefix, self.suffix, text))
+
+
 def best_first(prefix: str, suffix: str, fillings: Sequence[F], language: str | None) -> list[F]:
-    """`fillings` of the hole between prefix and suffix: those that parse no worse than the
-    empty hole first, and within each group those that are not echoes; otherwise as given."""
-    empty = Code(prefix + suffix, language)
-
-    def key(f: F) -> tuple[bool, bool]:
-        return not syntax_ok(empty, prefix + f.text + suffix), echoes(prefix, suffix, f.text)
-
-    return sorted(fillings, key=key)  # stable: the engine's order within a group
+    """`fillings` of the hole between prefix and suffix: in Python those that compile first;
+    then those that parse no worse than the empty hole, and within each group those that are
+    not echoes; otherwise as given."""
+    rule = Ranking(prefix, suffix, language)
+    return sorted(fillings, key=lambda f: rule.key(f.text))  # stable: the engine's order within a group

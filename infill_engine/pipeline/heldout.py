@@ -102,8 +102,9 @@ def evaluate_lines(engine, corpus: Path, n: int = 100, seed: int = 0,
         best = best_first(item.prefix, item.suffix, auto.candidates, "python")[0]
         auto_exact += best.text == item.line
         length_error += abs(len(best.token_confidences) - scores[2])
+        # Every auto candidate, in the engine's order: a ranking rule can be re-scored offline.
         records.append({"line": item.line, "got": result.text, "auto": best.text,
-                        "ce": round(scores[0] / scores[2], 3)})
+                        "ce": round(scores[0] / scores[2], 3), "candidates": [c.text for c in auto.candidates]})
     report = {"model": engine.name, "lines": scored, "seed": seed, "ce_per_token": round(ce_sum / max(tokens, 1), 4),
               "first_step_top1": round(right / max(tokens, 1), 4), "exact": round(exact / max(scored, 1), 4),
               "exact_count": exact, "auto_exact": round(auto_exact / max(scored, 1), 4),

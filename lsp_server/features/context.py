@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from infill_engine.ranking import Ranking
 from infill_engine.request import InfillOptions, InfillResult
 from infill_engine.syntax.parse import Code
-from infill_engine.syntax.spans import syntax_ok
 
 if TYPE_CHECKING:  # the engine pulls in torch; features only call it
     from infill_engine.engine import Engine
@@ -69,15 +69,11 @@ def infill(engine: Engine, text: str, start: int, end: int, options: InfillOptio
 
 
 def best_text(code: Code, start: int, end: int, result: InfillResult, strip: bool) -> str:
-    """The best candidate for code.text[start:end]: syntax-preserving ones first, then by score."""
+    """The best candidate for code.text[start:end]: infill_engine.ranking's rule (compiles,
+    parses no worse, not an echo), then the model's score."""
     if not result.candidates:
         raise ActionError("the model returned no candidates")
     text = code.text
-    best: tuple[bool, float, str] | None = None
-    for candidate in result.candidates:
-        new = candidate.text.rstrip() if strip else candidate.text
-        key = (syntax_ok(code, text[:start] + new + text[end:]), candidate.score, new)
-        if best is None or key[:2] > best[:2]:
-            best = key
-    assert best is not None
-    return best[2]
+    rule = Ranking(text[:start], text[end:], code.language, baseline=code)
+    texts = [(c.text.rstrip() if strip else c.text, c.score) for c in result.candidates]
+    return min(texts, key=lambda t: (rule.key(t[0]), -t[1]))[0]

@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from infill_engine.ranking import echoes
+from infill_engine.ranking import Ranking
 from infill_engine.request import InfillOptions
 from infill_engine.syntax.lines import line_span, split_lines
 from infill_engine.syntax.parse import Code
-from infill_engine.syntax.spans import syntax_ok
 
 from .context import Hooks, infill
 
@@ -57,7 +56,8 @@ def complete_inline(engine: Engine, code: Code, offset: int, options: InfillOpti
     result = infill(engine, text, offset, offset, replace(options, max_length=budget), hooks)
 
     suggestions: dict[tuple[int, int, str], Suggestion] = {}
-    order: dict[tuple[int, int, str], tuple[bool, int, int]] = {}
+    order: dict[tuple[int, int, str], tuple[bool, bool, bool, int, int]] = {}
+    rules: dict[tuple[int, int], Ranking] = {}
     for rank, candidate in enumerate(result.candidates):
         if block:
             variants = _block_variants(text, offset, line_start, line_end, candidate.text)
@@ -67,13 +67,15 @@ def complete_inline(engine: Engine, code: Code, offset: int, options: InfillOpti
             if key in suggestions:
                 continue
             start, end, insert = key
-            ok = syntax_ok(code, text[:start] + insert + text[end:])
-            suggestions[key] = Suggestion(start, end, insert, ok, candidate.score)
-            order[key] = (echoes(text[:start], text[end:], insert), rank, variant_rank)
-    # Syntax-preserving first; then those that do not merely repeat a neighbouring line; then
-    # the engine's order (best candidate first), then each candidate's preferred variant
-    # (infill_engine.ranking.best_first's rule, on the shaped suggestions).
-    ranked = sorted(suggestions, key=lambda k: (not suggestions[k].syntax_ok, order[k]))
+            if (start, end) not in rules:
+                rules[start, end] = Ranking(text[:start], text[end:], code.language, baseline=code)
+            fails = rules[start, end].key(insert)
+            suggestions[key] = Suggestion(start, end, insert, not fails[1], candidate.score)
+            order[key] = (*fails, rank, variant_rank)
+    # infill_engine.ranking's rule on the shaped suggestions (compiles, parses no worse, not an
+    # echo of a neighbouring line); then the engine's order (best candidate first), then each
+    # candidate's preferred variant.
+    ranked = sorted(suggestions, key=order.__getitem__)
     return [suggestions[k] for k in ranked[: options.candidates]]
 
 
