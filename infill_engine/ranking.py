@@ -11,6 +11,9 @@ lines (see MODEL_CARD.md):
   (an empty block) it lets `try:` with no `except`, or an `if` with no body, through as "no
   worse"; `compile()` of the hole's top-level statement does not (HumanEval single lines,
   length by search: 158 of 1,033 right against 143 without it);
+- in Python, a filling that names something the file never mentions (`greatest_divisoror(a, b)`,
+  `new_distance = None` where the code after it reads `distance`) is usually wrong: a small
+  model invents names.  Attributes (after a dot), builtins and keywords do not count;
 - a filling that only repeats a line next to the hole (`total = 0` again, under `total = 0`)
   is the likeliest text there and almost never what the user wants.  Control statements are
   exempt: a second `return False` or `break` a few lines on is ordinary code.
@@ -18,7 +21,11 @@ lines (see MODEL_CARD.md):
 
 from __future__ import annotations
 
+import builtins
+import io
+import keyword
 import re
+import tokenize
 import warnings
 from typing import Protocol, Sequence, TypeVar
 
@@ -94,6 +101,29 @@ def compiles_with(prefix: str, suffix: str, language: str | None):
     return lambda text: python_compiles(before + text + after)
 
 
+_ALWAYS_KNOWN = frozenset(dir(builtins)) | frozenset(keyword.kwlist) | frozenset(keyword.softkwlist)
+
+
+_IDENTIFIER = re.compile(r"[^\W\d]\w*")
+
+
+def python_names(source: str, bare: bool = False) -> set[str]:
+    """The identifiers a filling uses (`bare`: not those right after a dot, i.e. attributes).
+    Python's own tokenizer, so strings and comments do not count; where it gives up (an
+    unclosed bracket) the names up to there."""
+    names: set[str] = set()
+    previous = ""
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.NAME and not (bare and previous == "."):
+                names.add(tok.string)
+            if tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.COMMENT):
+                previous = tok.string
+    except (tokenize.TokenError, SyntaxError):
+        pass
+    return names
+
+
 class Ranking:
     """The rule, for the fillings of one place: `key(text)` sorts the best first.
 
@@ -103,17 +133,22 @@ class Ranking:
         self.prefix, self.suffix = prefix, suffix
         self.baseline = baseline if baseline is not None else Code(prefix + suffix, language)
         self._compiles = compiles_with(prefix, suffix, language)
+        # What the file mentions anywhere, docstrings and comments too: a regex, since the
+        # code after a hole, cut mid-block, is not something Python's tokenizer accepts.
+        self._known = (set(_IDENTIFIER.findall(prefix)) | set(_IDENTIFIER.findall(suffix)) | _ALWAYS_KNOWN
+                       if language == "python" else None)
 
-    def key(self, text: str) -> tuple[bool, bool, bool]:
-        """(does not compile, parses worse, echoes): False sorts first."""
+    def key(self, text: str) -> tuple[bool, bool, bool, bool]:
+        """(does not compile, parses worse, echoes, invents a name): False sorts first."""
         return (self._compiles is not None and not self._compiles(text),
                 not syntax_ok(self.baseline, self.prefix + text + self.suffix),
-                echoes(self.prefix, self.suffix, text))
+                echoes(self.prefix, self.suffix, text),
+                self._known is not None and not python_names(text, bare=True) <= self._known)
 
 
 def best_first(prefix: str, suffix: str, fillings: Sequence[F], language: str | None) -> list[F]:
     """`fillings` of the hole between prefix and suffix: in Python those that compile first;
-    then those that parse no worse than the empty hole, and within each group those that are
-    not echoes; otherwise as given."""
+    then those that parse no worse than the empty hole; then those that are not echoes; then,
+    in Python, those that invent no name; otherwise as given."""
     rule = Ranking(prefix, suffix, language)
     return sorted(fillings, key=lambda f: rule.key(f.text))  # stable: the engine's order within a group

@@ -56,7 +56,7 @@ def complete_inline(engine: Engine, code: Code, offset: int, options: InfillOpti
     result = infill(engine, text, offset, offset, replace(options, max_length=budget), hooks)
 
     suggestions: dict[tuple[int, int, str], Suggestion] = {}
-    order: dict[tuple[int, int, str], tuple[bool, bool, bool, int, int]] = {}
+    order: dict[tuple[int, int, str], tuple[bool, bool, bool, bool, int, int]] = {}
     rules: dict[tuple[int, int], Ranking] = {}
     for rank, candidate in enumerate(result.candidates):
         if block:
