@@ -76,6 +76,11 @@ class Denoiser:
         self.guided = self.settings.strategy == "llada" and bool(self.settings.cfg_scale)
         self.steps = sampler.plan_steps(self.masked, self.settings)  # each row's budget (upstream presets)
         self.resized = False
+        # A context cache computed again every `refresh_block` committed slots (hf.py's
+        # refresh_block); each row's open slots when its context was last computed.
+        block_of = getattr(backend, "refresh_block", None)
+        self.refresh_block: int | None = block_of(self.settings) if block_of is not None else None
+        self._open_at_refresh: list[int] = []
         self._banned_at: tuple[tuple[int, ...], torch.Tensor] | None = None  # bans as a device tensor, reused
         self._banned_tensor(self.banned, device)  # made here, not in the first step
 
@@ -85,7 +90,26 @@ class Denoiser:
 
     def open_rows(self) -> list[int]:
         """The rows with slots still masked, read back once: a step's only wait for the device."""
-        return [b for b, live in enumerate(self.masked.any(-1).tolist()) if live]
+        return [b for b, n in enumerate(self.open_counts()) if n]
+
+    def open_counts(self) -> list[int]:
+        """Each row's slots still masked, read back once (what `open_rows` reads, with the
+        counts a context refresh needs)."""
+        return self.masked.sum(-1).tolist()
+
+    def context_computed(self, counts: list[int]) -> None:
+        """The backend prepared every row's context from the sequences as they are now."""
+        self._open_at_refresh = list(counts)
+
+    def stale_rows(self, counts: list[int]) -> list[int]:
+        """The open rows that committed `refresh_block` slots or more since their context was
+        computed (`counts`: open_counts() of this step); they count as computed again."""
+        if self.refresh_block is None:
+            return []
+        stale = [b for b, n in enumerate(counts) if n and self._open_at_refresh[b] - n >= self.refresh_block]
+        for b in stale:
+            self._open_at_refresh[b] = counts[b]
+        return stale
 
     def slots(self) -> torch.Tensor:
         """[B, k*n]: every row's hole slots as the model sees them (tied holes hold the same)."""

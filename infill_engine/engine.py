@@ -43,10 +43,10 @@ class Engine:
     @classmethod
     def load(cls, model: str | None = None, device: str = "cpu", trust_remote_code: bool = False,
              allow_network: bool = False, approximate_cache: bool = False, precision: str = "auto",
-             compile: str | None = None) -> "Engine":
+             compile: str | None = None, cache_block: int | None = None) -> "Engine":
         """The engine over `backends.load_backend(...)` (see there for what `model` and `compile` may be)."""
         return cls(load_backend(model, device, trust_remote_code, allow_network, approximate_cache, precision,
-                                compile))
+                                compile, cache_block))
 
     @classmethod
     def tiny_random(cls, seed: int = 0) -> "Engine":
@@ -178,21 +178,34 @@ class Engine:
                  edit_cap: int | None = None) -> Denoiser:
         """The masked-diffusion loop: one forward over the open rows per step (two with LLaDA's
         guidance) until no slot is masked; the context is prepared again when an edit resized
-        the hole."""
+        the hole, and a cached context computed again for rows that committed a block."""
         be = self.backend
         loop = Denoiser(be, layout, req, lengths, edit_cap)
         state = blind = None
         # A backend whose prepared state is per row (a checkpoint's context cache) is told
         # which rows a step computes once some have finished.
         narrow = getattr(be, "select_rows", None)
-        while open_rows := loop.open_rows():  # the step's one read-back from the device
+        while True:
+            counts = loop.open_counts()  # the step's one read-back from the device
+            open_rows = [b for b, n in enumerate(counts) if n]
+            if not open_rows:
+                break
             if req.cancel is not None and req.cancel():
                 raise InfillCancelled()
             if state is None or loop.resized:
-                state = be.prepare(loop.ids, loop.hole)
+                # the sequences as the model sees them: a length row's padding is in place
+                # from the start, and a cached context computed without it is stale at step one
+                state = be.prepare(loop.sequences(None), loop.hole)
                 blind = be.prepare(loop.sequences(None, blind=True), loop.hole) if loop.guided else None
                 loop.resized = False
+                loop.context_computed(counts)
             rows = None if len(open_rows) == loop.x.shape[0] else torch.tensor(open_rows, device=loop.x.device)
+            if stale := loop.stale_rows(counts):  # a block committed: its context from the tokens now
+                # the open rows' index, already on the device, unless rows fell out of step
+                which = rows if stale == open_rows else torch.tensor(stale, device=loop.x.device)
+                be.refresh(state, loop.sequences(None), which)
+                if blind is not None:
+                    be.refresh(blind, loop.sequences(None, blind=True), which)
             now, blind_now = state, blind
             if rows is not None and narrow is not None:
                 now, blind_now = narrow(state, rows), None if blind is None else narrow(blind, rows)

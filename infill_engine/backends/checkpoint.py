@@ -38,11 +38,13 @@ def load_hf_backend(
     dtype: torch.dtype | None = None,
     approximate_cache: bool = False,
     compile: str | None = None,
+    cache_block: int | None = None,
 ) -> HFBackend:
     """A Backend for a Dream or LLaDA checkpoint: a local directory, or a Hugging Face hub
     id (read from the local HF cache; downloaded only with allow_network=True).
     approximate_cache: reuse the context's keys/values across steps (faster, not exact).
-    compile: a torch.compile mode for the hole step (compiled.py; None: eager)."""
+    compile: a torch.compile mode for the hole step (compiled.py; None: eager).
+    cache_block: compute the cached context again every N committed slots (hf.py)."""
     if approximate_cache and trust_remote_code:
         raise InfillError("approximate_cache needs diffill's own model classes; drop trust_remote_code")
     dev = _device(device)
@@ -59,7 +61,8 @@ def load_hf_backend(
         model = _load_remote_code_model(directory, dev, dtype)
     else:
         model = build_model(spec, weight_files(directory), dev, dtype)
-    backend = HFBackend(name, model, tokenizer, spec, dev, dtype, trust_remote_code, approximate_cache, compile)
+    backend = HFBackend(name, model, tokenizer, spec, dev, dtype, trust_remote_code, approximate_cache, compile,
+                        cache_block)
     backend.generation_defaults = read_generation_defaults(directory)
     return backend
 

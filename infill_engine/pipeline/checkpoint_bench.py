@@ -94,10 +94,11 @@ def backends(directory: Path, device: str) -> tuple[HFBackend, HFBackend]:
     return exact, random_backend(directory, device, approximate_cache=True, model=exact.model)
 
 
-def sibling(backend: HFBackend, approximate_cache: bool, compile: str | None = None) -> HFBackend:
-    """Another backend over the same model and tokens, cached and compiled as asked."""
+def sibling(backend: HFBackend, approximate_cache: bool, compile: str | None = None,
+            cache_block: int | None = None) -> HFBackend:
+    """Another backend over the same model and tokens, cached, refreshed and compiled as asked."""
     out = HFBackend(backend.name, backend.model, backend.tokenizer, backend.spec, backend.device, backend.dtype,
-                    approximate_cache=approximate_cache, compile=compile)
+                    approximate_cache=approximate_cache, compile=compile, cache_block=cache_block)
     out.generation_defaults, out.banned_ids, out.is_random = (backend.generation_defaults, backend.banned_ids,
                                                               backend.is_random)
     return out
