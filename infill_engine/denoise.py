@@ -81,6 +81,7 @@ class Denoiser:
         block_of = getattr(backend, "refresh_block", None)
         self.refresh_block: int | None = block_of(self.settings) if block_of is not None else None
         self._open_at_refresh: list[int] = []
+        self.refreshes = 0  # steps that computed some rows' context again (a full forward each)
         self._banned_at: tuple[tuple[int, ...], torch.Tensor] | None = None  # bans as a device tensor, reused
         self._banned_tensor(self.banned, device)  # made here, not in the first step
 
@@ -109,6 +110,7 @@ class Denoiser:
         stale = [b for b, n in enumerate(counts) if n and self._open_at_refresh[b] - n >= self.refresh_block]
         for b in stale:
             self._open_at_refresh[b] = counts[b]
+        self.refreshes += bool(stale)
         return stale
 
     def slots(self) -> torch.Tensor:
