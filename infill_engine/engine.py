@@ -150,10 +150,12 @@ class Engine:
         return tuple(sorted({n for n in req.lengths if n <= req.max_length}))
 
     def _layout(self, pieces: list[list[int]], slots: int) -> Layout:
-        """prefix H between_1 H ... suffix, cut to the window; nearest context kept."""
+        """prefix H between_1 H ... suffix, cut to the window; nearest context kept; inside
+        the backend's frame (tokens the model was trained to see first and last), if any."""
         prefix, *between, suffix = pieces
+        lead, frame_end = getattr(self.backend, "frame", ((), ()))
         holes = len(between) + 1
-        fixed = holes * slots + sum(map(len, between))
+        fixed = holes * slots + sum(map(len, between)) + len(lead) + len(frame_end)
         room = self.backend.max_len - fixed
         if room < 0:
             raise InfillError(f"{holes} holes of {slots} tokens do not fit the model window of "
@@ -165,13 +167,16 @@ class Engine:
         cut = len(prefix) - keep_prefix + len(suffix) - keep_suffix
         prefix, suffix = prefix[len(prefix) - keep_prefix:], suffix[:keep_suffix]
         mask = self.backend.mask_id
-        ids, hole = list(prefix), [False] * len(prefix)
+        ids = [*lead, *prefix]
+        hole = [False] * len(ids)
         for i in range(holes):
             ids += [mask] * slots
             hole += [True] * slots
             tail = between[i] if i < len(between) else suffix
             ids += tail
             hole += [False] * len(tail)
+        ids += frame_end
+        hole += [False] * len(frame_end)
         return Layout(torch.tensor(ids, dtype=torch.long), torch.tensor(hole), holes, slots, cut)
 
     def _denoise(self, layout: Layout, req: InfillRequest, lengths: tuple[int, ...] = (),

@@ -54,7 +54,7 @@ def load_hf_backend(
     family = detect_family(config)
     tokenizer = load_tokenizer(directory, family)
     if family == "dream":
-        spec = dream.describe(config, tokenizer)
+        spec = dream.describe(config, tokenizer, read_tokenizer_config(directory))
     else:
         spec = llada.describe(config, tokenizer, native=not trust_remote_code)
     if trust_remote_code:
@@ -188,6 +188,16 @@ def weight_files(directory: Path) -> list[Path]:
             "a tool you trust."
         )
     raise InfillError(f"{directory} has no weights (*.safetensors)")
+
+
+def read_tokenizer_config(directory: Path) -> dict:
+    """tokenizer_config.json ({} without a readable one): where a checkpoint names its bos and eos."""
+    path = directory / "tokenizer_config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def load_tokenizer(directory: Path, family: str) -> Tokenizer:

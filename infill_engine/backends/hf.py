@@ -125,6 +125,7 @@ class HFBackend:
         self.pad_id = spec.ids.pad_id
         self.banned_ids = list(spec.ids.banned_ids)
         self.expand_id, self.delete_id = spec.ids.expand_id, spec.ids.delete_id
+        self.frame = spec.ids.frame  # tokens around prefix and suffix (DreamOn: bos, eos)
         self.max_len = spec.max_len
         self.vocab_size = int(spec.config.vocab_size)
         self.generation_defaults: dict = {}  # sampler preset defaults from generation_config.json

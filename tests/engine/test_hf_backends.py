@@ -104,15 +104,18 @@ def write_dream(
     tied: bool = False,
     expand: bool = False,
     delete: bool = False,
+    bos: bool = False,
     shards: int = 2,
     seed: int = 0,
     adjust=None,
 ) -> dict:
     """A Dream-family checkpoint: Qwen2 weight names, model_type "Dream", remote-code auto_map.
-    expand / delete: DreamOn's <|expand|> / <|delete|> tokens; adjust(weights, tokenizer)
+    expand / delete: DreamOn's <|expand|> / <|delete|> tokens; bos: Dream's <|beginoftext|>,
+    named as the tokenizer's bos_token; adjust(weights, tokenizer)
     may set weights before they are written."""
     directory.mkdir(parents=True, exist_ok=True)
-    specials = DREAM_SPECIALS + (["<|expand|>"] if expand else []) + (["<|delete|>"] if delete else [])
+    specials = DREAM_SPECIALS + (["<|beginoftext|>"] if bos else []) + (["<|expand|>"] if expand else [])
+    specials += ["<|delete|>"] if delete else []
     tok = train_tokenizer(specials)
     vocab = model_vocab(tok)
     w = random_weights(vocab, KV_HEADS, qkv_bias=True, seed=seed)
@@ -183,7 +186,7 @@ def write_dream(
             "added_tokens_decoder": added,
             "auto_map": {"AutoTokenizer": ["tokenization_dream.DreamTokenizer", None]},
             "tokenizer_class": "DreamTokenizer",
-            "bos_token": None,
+            "bos_token": "<|beginoftext|>" if bos else None,
             "eos_token": "<|endoftext|>",
             "pad_token": "<|endoftext|>",
             "mask_token": "<|mask|>",
