@@ -75,6 +75,9 @@ class Denoiser:
         self.settles = allow_pad and backend.pad_id is not None and backend.pad_trails
         self.guided = self.settings.strategy == "llada" and bool(self.settings.cfg_scale)
         self.steps = sampler.plan_steps(self.masked, self.settings)  # each row's budget (upstream presets)
+        # Dream's schedule, made here once (a read of the budgets) so that a step reads nothing
+        self.fractions = (sampler.dream_fractions(self.steps.tolist(), self.settings.eps, device)
+                          if self.settings.strategy == "dream" else None)
         self.resized = False
         # A context cache computed again every `refresh_block` committed slots (hf.py's
         # refresh_block); each row's open slots when its context was last computed.
@@ -135,8 +138,8 @@ class Denoiser:
         """One step from the logits [R, k*n, V] of `rows` ([B] bool, or [R] row indices; None:
         every row), and for a guided loop those of the blind pass.  With `select`
         (`open_slots(rows)`), the logits are those slots' only, packed [select.sum(), V].
-        Nothing here waits for the device unless a callback, a length edit, an upstream
-        preset's schedule or `select` (a bool index) needs a number."""
+        Nothing here waits for the device unless a callback, a length edit or `select` (a
+        bool index) needs a number."""
         be, device = self.backend, self.x.device
         k, n = self.layout.holes, self.x.shape[1]
         self.forwards += 1
@@ -172,7 +175,8 @@ class Denoiser:
 
         open_ = pick(self.masked)
         tokens, p, chosen = sampler.step(logp, open_, self.settings, self.step - 1, pick(self.steps), self.generator,
-                                         pick(self.greedy_rows), transfer=1 if self.edit_cap is not None else None)
+                                         pick(self.greedy_rows), transfer=1 if self.edit_cap is not None else None,
+                                         fractions=pick(self.fractions))
         commit = open_ & chosen
         if rows is None:
             self.x = torch.where(commit, tokens, self.x)

@@ -52,12 +52,26 @@ def hole_layout(backend, context: int, hole: int):
     return checkpoint_bench.layout(backend, context, hole, seed=3)
 
 
+# The upstream presets' schedules too: Dream's int(m (1 - s/t)) from a table made once a
+# request, LLaDA's blocks from the step budget, both as tensors.
+STEP_SAMPLERS = [
+    FIXED_2,
+    SamplerSettings(strategy="dream", steps=3),
+    SamplerSettings(strategy="dream", alg="origin", steps=3),
+    SamplerSettings(strategy="dream", alg="maskgit_plus", alg_temp=0.5, temperature=0.7, top_p=0.9, top_k=20),
+    SamplerSettings(strategy="llada", block_length=2, steps=4),
+    SamplerSettings(strategy="llada", block_length=4, remasking="random", temperature=0.5),
+]
+
+
+@pytest.mark.parametrize("settings", STEP_SAMPLERS, ids=["fixed", "dream", "dream-origin", "dream-alg-temp",
+                                                         "llada", "llada-random"])
 @pytest.mark.parametrize("family", ["dream", "llada"])
-def test_a_step_reads_nothing_back_from_the_device(tmp_path, family):
+def test_a_step_reads_nothing_back_from_the_device(tmp_path, family, settings):
     exact, cached = checkpoints(tmp_path, family)
     refreshed = checkpoint_bench.sibling(exact, approximate_cache=True, cache_block=2)
     for backend in (exact, cached, refreshed):
-        req = InfillRequest("", length=6, candidates=2, sampler=FIXED_2)
+        req = InfillRequest("", length=6, candidates=2, sampler=settings)
         loop = Denoiser(backend, hole_layout(backend, 20, 6), req)
         state = backend.prepare(loop.ids, loop.hole)
         with torch.no_grad(), DeviceReads() as reads:
