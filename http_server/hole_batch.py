@@ -8,7 +8,9 @@ is never seen.  The bundled model's attention rule (context sees only context) m
 the same function as the request alone: in fp32 it gets the same tokens alone or in a batch
 (the tests check); in bf16 padding changes the rounding, so a near-tie may fall either way.
 A Dream or LLaDA checkpoint batches the same way (infill_engine/backends/hf_batch.py), with or
-without its context cache, unless it grows and shrinks holes (DreamOn) or runs remote code.
+without its context cache, unless it grows and shrinks holes (DreamOn) or runs remote code.  A
+cache refreshed per block (cache_block, the llada preset's blocks) is computed again by the loop
+whose rows committed a block (`HoleLoop.advance` says so), and the batch pads it in again.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ class HoleState:
 
 
 class ContextKV:
-    """Per-layer keys and values of the context, frozen at `prepare`.
+    """Per-layer keys and values of the context, recorded at `prepare` (and again at `refresh`).
 
     Passed to the transformers model as its cache: attention layers hand every new
     key/value to `update` and attend over what it returns.  While recording (the
@@ -202,17 +202,16 @@ class HFBackend:
         row's current sequence: one pass over the whole sequence, written in place, so every
         `select_rows` view of the state (and the compiled step's padded copy) sees it.
         Nothing is read back from the device."""
-        context = state.context
-        every, at = rows is None, rows
+        context, every = state.context, rows is None
         if self.compiled_context is not None:
             # All rows at the shape `prepare` compiled (a subset would be a new graph); only
             # `rows` are written, so a compiled run refreshes what an eager one does.
             kv = self.compiled_context(*context_inputs(ids, self.dtype), context.context_positions)
             B = ids.shape[0]
-            fresh = [(k[:B], v[:B]) if every else (k[at], v[at]) for k, v in kv]
+            fresh = [(k[:B], v[:B]) if every else (k[rows], v[rows]) for k, v in kv]
         else:
             recorder = ContextKV(context.context_positions)
-            self._hidden(ids if every else ids[at], torch.arange(ids.shape[1], device=self.device)[None], recorder)
+            self._hidden(ids if every else ids[rows], torch.arange(ids.shape[1], device=self.device)[None], recorder)
             fresh = [recorder.layers[i] for i in range(len(recorder.layers))]
         for i, (k, v) in enumerate(fresh):
             targets = [context.layers[i]]
@@ -224,8 +223,8 @@ class HFBackend:
                     K[: k.shape[0]].copy_(k)
                     V[: v.shape[0]].copy_(v)
                 else:
-                    K.index_copy_(0, at, k)
-                    V.index_copy_(0, at, v)
+                    K.index_copy_(0, rows, k)
+                    V.index_copy_(0, rows, v)
 
     def select_rows(self, state: HoleState, rows: torch.Tensor) -> HoleState:
         """The state for a step over some of the prepared rows (rows [R] indices): the
