@@ -125,8 +125,9 @@ class Batcher:
                 context = context or ContextBatch([job.loop for job in active])
                 logits = forward_holes(self.engine.backend, [job.loop for job in active], context)
                 self.metrics.batch_size.observe(len(active))
-                for job, part in zip(active, logits):
-                    job.loop.advance(part)
+                refreshed = [job.loop.advance(part) for job, part in zip(active, logits)]
+                if any(refreshed):  # a loop computed its context again: pad the new one in
+                    context = None
             except Exception as exc:  # a broken batch fails its requests, never the thread
                 log.exception("batched forward failed")
                 for job in active:

@@ -8,7 +8,9 @@ is never seen.  The bundled model's attention rule (context sees only context) m
 the same function as the request alone: in fp32 it gets the same tokens alone or in a batch
 (the tests check); in bf16 padding changes the rounding, so a near-tie may fall either way.
 A Dream or LLaDA checkpoint batches the same way (infill_engine/backends/hf_batch.py), with or
-without its context cache, unless it grows and shrinks holes (DreamOn) or runs remote code.
+without its context cache, unless it grows and shrinks holes (DreamOn) or runs remote code.  A
+cache refreshed per block (cache_block, the llada preset's blocks) is computed again by the loop
+whose rows committed a block (`HoleLoop.advance` says so), and the batch pads it in again.
 """
 
 from __future__ import annotations
@@ -52,7 +54,11 @@ class HoleLoop:
         self.denoiser = Denoiser(be, layout, req, lengths)
         self.layout = layout
         self.backend = be
-        state = be.prepare(self.denoiser.ids, self.denoiser.hole)  # or a cached prefill
+        # or a cached prefill, of the rows as the model sees them (padding rows in place)
+        state = be.prepare(self.denoiser.sequences(None), self.denoiser.hole)
+        self.counts: list[int] | None = None  # open slots a row, read after a step when its context refreshes
+        if self.denoiser.refresh_block is not None:
+            self.denoiser.context_computed(self.denoiser.open_counts())
         if _checkpoint(be):
             self.state, self.cache, self.positions = state, None, None
         else:
@@ -66,13 +72,23 @@ class HoleLoop:
 
     @property
     def done(self) -> bool:
-        return self.denoiser.done
+        return self.denoiser.done if self.counts is None else not any(self.counts)
 
     def hole_ids(self) -> torch.Tensor:
         return self.denoiser.slots()
 
-    def advance(self, logits: torch.Tensor) -> None:
+    def advance(self, logits: torch.Tensor) -> bool:
+        """One step; True when rows committed a block and their cached context was computed
+        again (Fast-dLLM's refresh): the batch's padded copy of it (ContextBatch) is then stale."""
         self.denoiser.advance(logits)
+        if self.denoiser.refresh_block is None:
+            return False
+        self.counts = self.denoiser.open_counts()  # the step's read-back, which `done` reuses
+        stale = self.denoiser.stale_rows(self.counts)
+        if stale:
+            rows = torch.tensor(stale, device=self.denoiser.x.device)
+            self.backend.refresh(self.state, self.denoiser.sequences(None), rows)
+        return bool(stale)
 
     def result(self) -> InfillResult:
         return self.denoiser.result(self.t0)

@@ -88,6 +88,10 @@ def add_model_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--trust-remote-code", action="store_true", help="run the checkpoint's own Python code")
     ap.add_argument("--approximate-cache", action="store_true",
                     help="Dream/LLaDA: reuse the context's keys/values across steps (faster, approximate)")
+    ap.add_argument("--cache-block", type=int, default=None, metavar="N",
+                    help="Dream/LLaDA: the --approximate-cache computed again every N committed tokens "
+                         "(Fast-dLLM's per-block refresh; implies --approximate-cache; the llada preset "
+                         "refreshes at each --block-length block by itself)")
     ap.add_argument("--compile", nargs="?", const="reduce-overhead", default=None, metavar="MODE",
                     help="Dream/LLaDA on a GPU: the hole step under torch.compile, CUDA graphs (default mode "
                          "reduce-overhead; cudagraphs compiles faster); each new shape compiles first")
@@ -138,7 +142,8 @@ def fill(argv: list[str]) -> int:
     from .engine import Engine
 
     engine = Engine.load(args.model, args.device, args.trust_remote_code, args.allow_network,
-                         args.approximate_cache, compile=args.compile)
+                         args.approximate_cache or args.cache_block is not None, compile=args.compile,
+                         cache_block=args.cache_block)
     if engine.is_random:
         print(f"diffill: warning: {engine.name}", file=sys.stderr)
     options = InfillOptions(max_length=args.max_length, sampler=sampler_settings(args))

@@ -75,7 +75,16 @@ class Denoiser:
         self.settles = allow_pad and backend.pad_id is not None and backend.pad_trails
         self.guided = self.settings.strategy == "llada" and bool(self.settings.cfg_scale)
         self.steps = sampler.plan_steps(self.masked, self.settings)  # each row's budget (upstream presets)
+        # Dream's schedule, made here once (a read of the budgets) so that a step reads nothing
+        self.fractions = (sampler.dream_fractions(self.steps.tolist(), self.settings.eps, device)
+                          if self.settings.strategy == "dream" else None)
         self.resized = False
+        # A context cache computed again every `refresh_block` committed slots (hf.py's
+        # refresh_block); each row's open slots when its context was last computed.
+        block_of = getattr(backend, "refresh_block", None)
+        self.refresh_block: int | None = block_of(self.settings) if block_of is not None else None
+        self._open_at_refresh: list[int] = []
+        self.refreshes = 0  # steps that computed some rows' context again (a full forward each)
         self._banned_at: tuple[tuple[int, ...], torch.Tensor] | None = None  # bans as a device tensor, reused
         self._banned_tensor(self.banned, device)  # made here, not in the first step
 
@@ -85,7 +94,27 @@ class Denoiser:
 
     def open_rows(self) -> list[int]:
         """The rows with slots still masked, read back once: a step's only wait for the device."""
-        return [b for b, live in enumerate(self.masked.any(-1).tolist()) if live]
+        return [b for b, n in enumerate(self.open_counts()) if n]
+
+    def open_counts(self) -> list[int]:
+        """Each row's slots still masked, read back once (what `open_rows` reads, with the
+        counts a context refresh needs)."""
+        return self.masked.sum(-1).tolist()
+
+    def context_computed(self, counts: list[int]) -> None:
+        """The backend prepared every row's context from the sequences as they are now."""
+        self._open_at_refresh = list(counts)
+
+    def stale_rows(self, counts: list[int]) -> list[int]:
+        """The open rows that committed `refresh_block` slots or more since their context was
+        computed (`counts`: open_counts() of this step); they count as computed again."""
+        if self.refresh_block is None:
+            return []
+        stale = [b for b, n in enumerate(counts) if n and self._open_at_refresh[b] - n >= self.refresh_block]
+        for b in stale:
+            self._open_at_refresh[b] = counts[b]
+        self.refreshes += bool(stale)
+        return stale
 
     def slots(self) -> torch.Tensor:
         """[B, k*n]: every row's hole slots as the model sees them (tied holes hold the same)."""
@@ -109,8 +138,8 @@ class Denoiser:
         """One step from the logits [R, k*n, V] of `rows` ([B] bool, or [R] row indices; None:
         every row), and for a guided loop those of the blind pass.  With `select`
         (`open_slots(rows)`), the logits are those slots' only, packed [select.sum(), V].
-        Nothing here waits for the device unless a callback, a length edit, an upstream
-        preset's schedule or `select` (a bool index) needs a number."""
+        Nothing here waits for the device unless a callback, a length edit or `select` (a
+        bool index) needs a number."""
         be, device = self.backend, self.x.device
         k, n = self.layout.holes, self.x.shape[1]
         self.forwards += 1
@@ -146,7 +175,8 @@ class Denoiser:
 
         open_ = pick(self.masked)
         tokens, p, chosen = sampler.step(logp, open_, self.settings, self.step - 1, pick(self.steps), self.generator,
-                                         pick(self.greedy_rows), transfer=1 if self.edit_cap is not None else None)
+                                         pick(self.greedy_rows), transfer=1 if self.edit_cap is not None else None,
+                                         fractions=pick(self.fractions))
         commit = open_ & chosen
         if rows is None:
             self.x = torch.where(commit, tokens, self.x)

@@ -43,10 +43,10 @@ class Engine:
     @classmethod
     def load(cls, model: str | None = None, device: str = "cpu", trust_remote_code: bool = False,
              allow_network: bool = False, approximate_cache: bool = False, precision: str = "auto",
-             compile: str | None = None) -> "Engine":
+             compile: str | None = None, cache_block: int | None = None) -> "Engine":
         """The engine over `backends.load_backend(...)` (see there for what `model` and `compile` may be)."""
         return cls(load_backend(model, device, trust_remote_code, allow_network, approximate_cache, precision,
-                                compile))
+                                compile, cache_block))
 
     @classmethod
     def tiny_random(cls, seed: int = 0) -> "Engine":
@@ -150,10 +150,12 @@ class Engine:
         return tuple(sorted({n for n in req.lengths if n <= req.max_length}))
 
     def _layout(self, pieces: list[list[int]], slots: int) -> Layout:
-        """prefix H between_1 H ... suffix, cut to the window; nearest context kept."""
+        """prefix H between_1 H ... suffix, cut to the window; nearest context kept; inside
+        the backend's frame (tokens the model was trained to see first and last), if any."""
         prefix, *between, suffix = pieces
+        lead, frame_end = getattr(self.backend, "frame", ((), ()))
         holes = len(between) + 1
-        fixed = holes * slots + sum(map(len, between))
+        fixed = holes * slots + sum(map(len, between)) + len(lead) + len(frame_end)
         room = self.backend.max_len - fixed
         if room < 0:
             raise InfillError(f"{holes} holes of {slots} tokens do not fit the model window of "
@@ -165,34 +167,50 @@ class Engine:
         cut = len(prefix) - keep_prefix + len(suffix) - keep_suffix
         prefix, suffix = prefix[len(prefix) - keep_prefix:], suffix[:keep_suffix]
         mask = self.backend.mask_id
-        ids, hole = list(prefix), [False] * len(prefix)
+        ids = [*lead, *prefix]
+        hole = [False] * len(ids)
         for i in range(holes):
             ids += [mask] * slots
             hole += [True] * slots
             tail = between[i] if i < len(between) else suffix
             ids += tail
             hole += [False] * len(tail)
+        ids += frame_end
+        hole += [False] * len(frame_end)
         return Layout(torch.tensor(ids, dtype=torch.long), torch.tensor(hole), holes, slots, cut)
 
     def _denoise(self, layout: Layout, req: InfillRequest, lengths: tuple[int, ...] = (),
                  edit_cap: int | None = None) -> Denoiser:
         """The masked-diffusion loop: one forward over the open rows per step (two with LLaDA's
         guidance) until no slot is masked; the context is prepared again when an edit resized
-        the hole."""
+        the hole, and a cached context computed again for rows that committed a block."""
         be = self.backend
         loop = Denoiser(be, layout, req, lengths, edit_cap)
         state = blind = None
         # A backend whose prepared state is per row (a checkpoint's context cache) is told
         # which rows a step computes once some have finished.
         narrow = getattr(be, "select_rows", None)
-        while open_rows := loop.open_rows():  # the step's one read-back from the device
+        while True:
+            counts = loop.open_counts()  # the step's one read-back from the device
+            open_rows = [b for b, n in enumerate(counts) if n]
+            if not open_rows:
+                break
             if req.cancel is not None and req.cancel():
                 raise InfillCancelled()
             if state is None or loop.resized:
-                state = be.prepare(loop.ids, loop.hole)
+                # the sequences as the model sees them: a length row's padding is in place
+                # from the start, and a cached context computed without it is stale at step one
+                state = be.prepare(loop.sequences(None), loop.hole)
                 blind = be.prepare(loop.sequences(None, blind=True), loop.hole) if loop.guided else None
                 loop.resized = False
+                loop.context_computed(counts)
             rows = None if len(open_rows) == loop.x.shape[0] else torch.tensor(open_rows, device=loop.x.device)
+            if stale := loop.stale_rows(counts):  # a block committed: its context from the tokens now
+                # the open rows' index, already on the device, unless rows fell out of step
+                which = rows if stale == open_rows else torch.tensor(stale, device=loop.x.device)
+                be.refresh(state, loop.sequences(None), which)
+                if blind is not None:
+                    be.refresh(blind, loop.sequences(None, blind=True), which)
             now, blind_now = state, blind
             if rows is not None and narrow is not None:
                 now, blind_now = narrow(state, rows), None if blind is None else narrow(blind, rows)

@@ -64,15 +64,19 @@ def commit_most_certain(score: torch.Tensor, masked: torch.Tensor, count: torch.
 
 
 def step(logp: torch.Tensor, masked: torch.Tensor, settings: SamplerSettings, index: int, steps: torch.Tensor,
-         generator: torch.Generator | None, greedy_rows: torch.Tensor | None = None, transfer: int | None = None):
+         generator: torch.Generator | None, greedy_rows: torch.Tensor | None = None, transfer: int | None = None,
+         fractions: torch.Tensor | None = None):
     """One denoising step: (tokens [B, n], their probability [B, n], which slots to commit [B, n]).
 
     index counts steps from 0; steps [B] is each row's step budget for the upstream presets
-    (the diffill strategies decide as they go).  transfer: the dream preset commits this many
-    slots a step instead of its schedule (DreamOn's number_transfer_tokens, for a hole whose
-    length changes as it denoises)."""
+    (the diffill strategies decide as they go); fractions [B, S] the dream preset's schedule
+    (`dream_fractions`).  transfer: the dream preset commits this many slots a step instead
+    of its schedule (DreamOn's number_transfer_tokens, for a hole whose length changes as it
+    denoises).  Every strategy decides on the device: nothing here waits for it."""
     if settings.strategy == "dream":
-        return dream_step(logp, masked, settings, index, steps, generator, greedy_rows, transfer)
+        if fractions is None:
+            fractions = dream_fractions(steps.tolist(), settings.eps, logp.device)
+        return dream_step(logp, masked, settings, index, steps, fractions, generator, greedy_rows, transfer)
     if settings.strategy == "llada":
         return llada_step(logp, masked, settings, index, steps, generator, greedy_rows)
     tokens, p = propose(logp, settings, generator, greedy_rows)
@@ -111,7 +115,20 @@ def filter_logits(logits: torch.Tensor, top_p: float | None, top_k: int | None) 
     return logits
 
 
-def dream_step(logp, masked, settings: SamplerSettings, index: int, steps, generator, greedy_rows, transfer=None):
+def dream_fractions(steps: list[int], eps: float, device: torch.device) -> torch.Tensor:
+    """[B, S] the share of a row's masked slots that Dream's step i commits, 1 - t[i+1] / t[i]
+    for t = linspace(1, eps, steps[b] + 1), S = max(steps); made once a request on the host,
+    in float32 as upstream (int() of the product with the mask count decides whole tokens),
+    so a step needs no number from the device.  Past a row's own steps: 1 (never read)."""
+    table = torch.ones(len(steps), max(steps))
+    for b, total in enumerate(steps):
+        t = torch.linspace(1, eps, total + 1)
+        table[b, :total] = 1 - t[1:] / t[:-1]
+    return table.to(device)
+
+
+def dream_step(logp, masked, settings: SamplerSettings, index: int, steps, fractions, generator, greedy_rows,
+               transfer=None):
     logits = logp / settings.temperature if settings.temperature > 0 else logp
     probs = filter_logits(logits, settings.top_p, settings.top_k).softmax(-1)
     conf, greedy = probs.max(-1)
@@ -127,34 +144,28 @@ def dream_step(logp, masked, settings: SamplerSettings, index: int, steps, gener
         conf = (probs * (probs + 1e-10).log()).sum(-1)
     p = logp.gather(-1, tokens[..., None]).squeeze(-1).exp()
 
-    commit = torch.zeros_like(masked)
-    for b in range(masked.shape[0]):
-        total = int(steps[b])
-        last = index >= total - 1 and transfer is None
-        open_b = masked[b]
-        if last:
-            commit[b] = open_b
-            continue
-        if transfer is not None:
-            count = min(transfer, int(open_b.sum()))
-        else:
-            # float32 as upstream: int() of this product decides whole tokens
-            t = torch.linspace(1, settings.eps, total + 1)
-            fraction = 1 - t[index + 1] / t[index]
-            if settings.alg == "origin":
-                draw = torch.rand(open_b.shape, generator=generator, device=open_b.device)
-                commit[b] = open_b & (draw < fraction.item())
-                continue
-            count = int(open_b.sum().float() * fraction)
-        if count == 0:
-            continue
-        score = conf[b].masked_fill(~open_b, -math.inf)
-        if settings.alg_temp:
-            picked = torch.multinomial((score / settings.alg_temp).softmax(-1), count, generator=generator)
-        else:
-            picked = score.topk(count).indices
-        commit[b, picked] = True
-    return tokens, p, commit & masked
+    open_slots = masked.sum(-1)
+    # a row's last step commits whatever is still masked (not with transfer: DreamOn's hole
+    # changes length, so it has no last step)
+    last = (index >= steps - 1) & (transfer is None)
+    if transfer is not None:
+        count = open_slots.clamp(max=transfer)
+    else:
+        fraction = fractions[:, min(index, fractions.shape[1] - 1)]
+        if settings.alg == "origin":  # each slot with that probability, a random count
+            draw = torch.rand(masked.shape, generator=generator, device=masked.device)
+            commit = masked & ((draw < fraction[:, None]) | last[:, None])
+            return tokens, p, commit
+        count = (open_slots.float() * fraction).long()  # int() of a float32 product, as upstream
+    count = torch.where(last, open_slots, count)
+    score = conf
+    if settings.alg_temp:
+        # Which slots, sampled in proportion to softmax(conf / alg_temp) without replacement:
+        # the top `count` of the scores plus Gumbel noise (Gumbel-top-k) is that draw, with no
+        # count read back for torch.multinomial.
+        u = torch.rand(conf.shape, generator=generator, device=conf.device).clamp(min=1e-20)
+        score = conf / settings.alg_temp - (-u.log()).log()
+    return tokens, p, commit_most_certain(score, masked, count)
 
 
 # -- LLaDA's generate -------------------------------------------------------------------------
@@ -183,18 +194,17 @@ def llada_step(logp, masked, settings: SamplerSettings, index: int, steps, gener
     else:
         score = p.clone()
 
-    commit = torch.zeros_like(masked)
+    # The block each row is in and its step within the block, for every row at once.
+    per_block = (steps // blocks).clamp(min=1)
+    block, within = index // per_block, index % per_block
+    spent = block >= blocks  # budget spent (steps not a multiple of the blocks): finish
+    block = torch.where(spent, blocks - 1, block)
+    within = torch.where(spent, per_block - 1, within)
     slot = torch.arange(n, device=masked.device)
-    for b in range(masked.shape[0]):
-        per_block = max(1, int(steps[b]) // blocks)
-        block, within = divmod(index, per_block)
-        if block >= blocks:  # budget spent (steps not a multiple of the blocks): finish
-            block, within = blocks - 1, per_block - 1
-        in_block = masked[b] & (slot >= block * length) & (slot < (block + 1) * length)
-        # An even split of the block's masks over its steps, the first steps taking the
-        # remainder: the ceiling of what is left over the steps left is the same numbers.
-        left = int(in_block.sum())
-        count = -(-left // (per_block - within))
-        if count:
-            commit[b, score[b].masked_fill(~in_block, -math.inf).topk(count).indices] = True
-    return tokens, p, commit
+    first = (block * length)[:, None]
+    in_block = masked & (slot >= first) & (slot < first + length)
+    # An even split of the block's masks over its steps, the first steps taking the
+    # remainder: the ceiling of what is left over the steps left is the same numbers.
+    steps_left = per_block - within
+    count = (in_block.sum(-1) + steps_left - 1) // steps_left
+    return tokens, p, commit_most_certain(score, in_block, count)

@@ -21,18 +21,20 @@ from .bundled import WEIGHTS_DIR, BundledBackend
 
 def load_backend(model: str | None = None, device: str = "cpu", trust_remote_code: bool = False,
                  allow_network: bool = False, approximate_cache: bool = False, precision: str = "auto",
-                 compile: str | None = None) -> Backend:
+                 compile: str | None = None, cache_block: int | None = None) -> Backend:
     """None: the bundled model (random weights, said so, when they are not shipped).  A
     directory of diffill's format, or a Dream/LLaDA checkpoint (local directory, or a hub
     id when allow_network).  approximate_cache: Fast-dLLM-style reuse of a full-attention
     checkpoint's context keys/values (faster, not exact).  precision: 'auto' (bf16 where the
     hardware has it, see precision.py), 'fp32' or 'bf16', for diffill's own models.  compile:
     a checkpoint's hole step under torch.compile in that mode (backends/compiled.py), off by
-    default: each new shape compiles again."""
-    if compile is not None and (model is None or _is_bundled(Path(model).expanduser())):
+    default: each new shape compiles again.  cache_block: the approximate cache computed again
+    every N committed slots (Fast-dLLM's per-block refresh)."""
+    if (compile is not None or cache_block is not None) and (model is None or _is_bundled(Path(model).expanduser())):
         from ..request import InfillError
 
-        raise InfillError("compile applies to Dream/LLaDA checkpoints; diffill's own model runs eager")
+        raise InfillError("compile and cache_block apply to Dream/LLaDA checkpoints; diffill's own model runs "
+                          "eager with an exact context cache")
     if model is None:
         if Transformer.weight_files(WEIGHTS_DIR):
             return BundledBackend.from_directory(WEIGHTS_DIR, device, name="diffill-small (bundled)",
@@ -46,7 +48,8 @@ def load_backend(model: str | None = None, device: str = "cpu", trust_remote_cod
     from .checkpoint import load_hf_backend  # transformers: imported only for real checkpoints
 
     return load_hf_backend(model, device=device, trust_remote_code=trust_remote_code,
-                           allow_network=allow_network, approximate_cache=approximate_cache, compile=compile)
+                           allow_network=allow_network, approximate_cache=approximate_cache, compile=compile,
+                           cache_block=cache_block)
 
 
 def tiny_random(seed: int = 0) -> BundledBackend:

@@ -38,11 +38,13 @@ def load_hf_backend(
     dtype: torch.dtype | None = None,
     approximate_cache: bool = False,
     compile: str | None = None,
+    cache_block: int | None = None,
 ) -> HFBackend:
     """A Backend for a Dream or LLaDA checkpoint: a local directory, or a Hugging Face hub
     id (read from the local HF cache; downloaded only with allow_network=True).
     approximate_cache: reuse the context's keys/values across steps (faster, not exact).
-    compile: a torch.compile mode for the hole step (compiled.py; None: eager)."""
+    compile: a torch.compile mode for the hole step (compiled.py; None: eager).
+    cache_block: compute the cached context again every N committed slots (hf.py)."""
     if approximate_cache and trust_remote_code:
         raise InfillError("approximate_cache needs diffill's own model classes; drop trust_remote_code")
     dev = _device(device)
@@ -52,14 +54,15 @@ def load_hf_backend(
     family = detect_family(config)
     tokenizer = load_tokenizer(directory, family)
     if family == "dream":
-        spec = dream.describe(config, tokenizer)
+        spec = dream.describe(config, tokenizer, read_tokenizer_config(directory))
     else:
         spec = llada.describe(config, tokenizer, native=not trust_remote_code)
     if trust_remote_code:
         model = _load_remote_code_model(directory, dev, dtype)
     else:
         model = build_model(spec, weight_files(directory), dev, dtype)
-    backend = HFBackend(name, model, tokenizer, spec, dev, dtype, trust_remote_code, approximate_cache, compile)
+    backend = HFBackend(name, model, tokenizer, spec, dev, dtype, trust_remote_code, approximate_cache, compile,
+                        cache_block)
     backend.generation_defaults = read_generation_defaults(directory)
     return backend
 
@@ -185,6 +188,16 @@ def weight_files(directory: Path) -> list[Path]:
             "a tool you trust."
         )
     raise InfillError(f"{directory} has no weights (*.safetensors)")
+
+
+def read_tokenizer_config(directory: Path) -> dict:
+    """tokenizer_config.json ({} without a readable one): where a checkpoint names its bos and eos."""
+    path = directory / "tokenizer_config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def load_tokenizer(directory: Path, family: str) -> Tokenizer:

@@ -16,13 +16,14 @@ from tokenizers import Tokenizer
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from ..request import InfillError
-from .model_spec import ModelSpec, first_eos_id, special_ids, token_id
+from .model_spec import ModelSpec, SpecialIds, first_eos_id, special_ids, token_id
 
 # Dream's README documents a 2048-token training context; the config inherits
 # Qwen2.5's 131072 positions, which the diffusion model never saw.
 TRAINED_CONTEXT = 2048
 
 MASK, PAD, EXPAND, DELETE = "<|mask|>", "<|dlm_pad|>", "<|expand|>", "<|delete|>"
+BOS = "<|beginoftext|>"  # Dream's tokenizer's bos_token
 END_OF_TEXT = ("<|endoftext|>", "<|im_end|>")
 
 _ARCH_KEYS = (
@@ -31,7 +32,8 @@ _ARCH_KEYS = (
 )  # fmt: skip
 
 
-def describe(config: dict, tokenizer: Tokenizer) -> ModelSpec:
+def describe(config: dict, tokenizer: Tokenizer, tokenizer_config: dict | None = None) -> ModelSpec:
+    """tokenizer_config: the checkpoint's tokenizer_config.json (its bos and eos tokens)."""
     missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size") if k not in config]
     if missing:
         raise InfillError(f"Dream config.json lacks {', '.join(missing)}; is this a complete checkpoint?")
@@ -56,7 +58,9 @@ def describe(config: dict, tokenizer: Tokenizer) -> ModelSpec:
         pad_choices=(token_id(tokenizer, PAD), config.get("pad_token_id"), first_eos_id(config)),
         end_tokens=END_OF_TEXT, never_tokens=(EXPAND, DELETE),
     )  # fmt: skip
-    ids = replace(ids, expand_id=token_id(tokenizer, EXPAND), delete_id=token_id(tokenizer, DELETE))
+    expand = token_id(tokenizer, EXPAND)
+    if expand is not None:
+        ids = dreamon_ids(ids, config, tokenizer, tokenizer_config or {}, expand)
 
     return ModelSpec(
         family="dream",
@@ -68,6 +72,31 @@ def describe(config: dict, tokenizer: Tokenizer) -> ModelSpec:
         ids=ids,
         max_len=min(int(config.get("max_position_embeddings", TRAINED_CONTEXT)), TRAINED_CONTEXT),
     )
+
+
+def dreamon_ids(ids: SpecialIds, config: dict, tokenizer: Tokenizer, tokenizer_config: dict, expand: int) -> SpecialIds:
+    """DreamOn's edits and input layout, as its own infilling code does them: the input is
+    bos + prefix + masks + suffix + eos (the tokenizer's bos and eos), and a slot committed
+    as eos is deleted (<|delete|> where a tokenizer has one).  The delete token is then no
+    "end of text" to fold into the pad: it has to stay a choice of its own."""
+    bos = _first(_named_id(tokenizer, tokenizer_config.get("bos_token")), token_id(tokenizer, BOS),
+                 config.get("bos_token_id"))
+    eos = _first(_named_id(tokenizer, tokenizer_config.get("eos_token")), first_eos_id(config))
+    delete = _first(token_id(tokenizer, DELETE), eos)
+    frame = (() if bos is None else (int(bos),), () if eos is None else (int(eos),))
+    return replace(ids, expand_id=expand, delete_id=delete, frame=frame,
+                   end_ids=[e for e in ids.end_ids if e != delete])
+
+
+def _first(*ids: int | None) -> int | None:
+    return next((i for i in ids if i is not None), None)
+
+
+def _named_id(tokenizer: Tokenizer, token: object) -> int | None:
+    """The id of a tokenizer_config.json token entry: a string or {"content": ...}."""
+    if isinstance(token, dict):
+        token = token.get("content")
+    return token_id(tokenizer, token) if isinstance(token, str) else None
 
 
 def _rename(name: str) -> str | None:

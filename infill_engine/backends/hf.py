@@ -7,9 +7,12 @@ calls them with an all-allowed 4-D attention mask.
 By default every step is a full forward over context + hole: with full attention the
 context's keys and values depend on the hole, so nothing can be cached exactly.  Only
 the hidden states at the hole go through the output head (150k vocabulary entries).
-`approximate_cache=True` is Fast-dLLM's "DualCache" for one block: the context's keys
-and values are computed once, with the hole all masks, and each step recomputes only
-the hole (and, for Dream, the token before each hole run) against them.
+`approximate_cache=True` is Fast-dLLM's "DualCache": the context's keys and values are
+computed with the hole all masks, and each step recomputes only the hole (and, for Dream,
+the token before each hole run) against them.  Frozen for the whole hole by default;
+with blocks (`cache_block=N`, or the llada preset's block_length) they are computed again
+from the committed tokens whenever a row has committed another block (`refresh`), as
+Fast-dLLM refreshes its prefix and suffix at the start of every block.
 `compile=MODE` runs the hole step under torch.compile at fixed shapes (compiled.py).
 """
 
@@ -36,7 +39,7 @@ class HoleState:
 
 
 class ContextKV:
-    """Per-layer keys and values of the context, frozen at `prepare`.
+    """Per-layer keys and values of the context, recorded at `prepare` (and again at `refresh`).
 
     Passed to the transformers model as its cache: attention layers hand every new
     key/value to `update` and attend over what it returns.  While recording (the
@@ -104,7 +107,11 @@ class HFBackend:
         remote_code: bool = False,
         approximate_cache: bool = False,
         compile: str | None = None,
+        cache_block: int | None = None,
     ):
+        if cache_block is not None and (not approximate_cache or cache_block < 1):
+            raise InfillError("cache_block refreshes the approximate context cache every N committed slots: "
+                              "it needs approximate_cache=True and N >= 1")
         self.name = name
         self.model = model
         self.tokenizer = tokenizer
@@ -113,10 +120,12 @@ class HFBackend:
         self.dtype = dtype
         self.remote_code = remote_code
         self.approximate_cache = approximate_cache
+        self.cache_block = cache_block
         self.mask_id = spec.ids.mask_id
         self.pad_id = spec.ids.pad_id
         self.banned_ids = list(spec.ids.banned_ids)
         self.expand_id, self.delete_id = spec.ids.expand_id, spec.ids.delete_id
+        self.frame = spec.ids.frame  # tokens around prefix and suffix (DreamOn: bos, eos)
         self.max_len = spec.max_len
         self.vocab_size = int(spec.config.vocab_size)
         self.generation_defaults: dict = {}  # sampler preset defaults from generation_config.json
@@ -172,6 +181,50 @@ class HFBackend:
     @torch.inference_mode()
     def _with_graph(self, state: HoleState, ids: torch.Tensor, positions: torch.Tensor, kv) -> HoleState:
         return replace(state, graph=step_inputs(ids, positions, kv, self.dtype))
+
+    def refresh_block(self, settings) -> int | None:
+        """Committed slots after which a row's frozen context is computed again (None: never).
+
+        Counted in committed slots, not in slot positions: the diffill strategies commit
+        anywhere in the hole, so a count is the only block they have; LLaDA's blocks commit
+        exactly block_length slots each (the last step of a block takes what is left), so
+        for the llada preset the count is exactly "decoding entered the next block"."""
+        if not self.approximate_cache:
+            return None
+        if self.cache_block is not None:
+            return self.cache_block
+        return settings.block_length if settings.strategy == "llada" else None
+
+    @torch.inference_mode()
+    def refresh(self, state: HoleState, ids: torch.Tensor, rows: torch.Tensor | None) -> None:
+        """Fast-dLLM's per-block refresh: the frozen context of `rows` ([R] indices of the
+        prepared rows on the device; None: all) computed again from ids [B, L], every prepared
+        row's current sequence: one pass over the whole sequence, written in place, so every
+        `select_rows` view of the state (and the compiled step's padded copy) sees it.
+        Nothing is read back from the device."""
+        context, every = state.context, rows is None
+        if self.compiled_context is not None:
+            # All rows at the shape `prepare` compiled (a subset would be a new graph); only
+            # `rows` are written, so a compiled run refreshes what an eager one does.
+            kv = self.compiled_context(*context_inputs(ids, self.dtype), context.context_positions)
+            B = ids.shape[0]
+            fresh = [(k[:B], v[:B]) if every else (k[rows], v[rows]) for k, v in kv]
+        else:
+            recorder = ContextKV(context.context_positions)
+            self._hidden(ids if every else ids[rows], torch.arange(ids.shape[1], device=self.device)[None], recorder)
+            fresh = [recorder.layers[i] for i in range(len(recorder.layers))]
+        for i, (k, v) in enumerate(fresh):
+            targets = [context.layers[i]]
+            if state.graph is not None:  # the compiled step's padded copy: the first C keys are real
+                C = k.shape[2]
+                targets.append((state.graph.kv[i][0][:, :, :C], state.graph.kv[i][1][:, :, :C]))
+            for K, V in targets:
+                if every:
+                    K[: k.shape[0]].copy_(k)
+                    V[: v.shape[0]].copy_(v)
+                else:
+                    K.index_copy_(0, rows, k)
+                    V.index_copy_(0, rows, v)
 
     def select_rows(self, state: HoleState, rows: torch.Tensor) -> HoleState:
         """The state for a step over some of the prepared rows (rows [R] indices): the

@@ -27,6 +27,9 @@ class SpecialIds:
     # as delete is removed.  None: the checkpoint has no such token (fixed canvas).
     expand_id: int | None = None
     delete_id: int | None = None
+    # Tokens the checkpoint was trained to see before the prefix and after the suffix
+    # (DreamOn: bos, eos); the engine keeps them when it cuts the context to the window.
+    frame: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
 
 
 @dataclass

@@ -7,6 +7,8 @@ of that shape, on the device, without reading or writing gigabytes.  Contenders:
 
   vanilla      every step a full forward over context + hole (exact), 1 token a step
   cache        the context's keys/values reused across steps (Fast-dLLM dual cache, one block)
+  cache+refresh  the same, computed again each time a quarter of the hole is committed
+               (Fast-dLLM's per-block refresh, REFRESH_BLOCKS blocks): one more full forward a block
   fixed 4      4 tokens committed a step (random weights are never confident enough for the
                threshold rule, so fixed-k stands in for what threshold decoding saves)
   threshold    Fast-dLLM's rule at 0.9, as a user would run it
@@ -38,12 +40,14 @@ from ..request import InfillRequest, SamplerSettings
 SHAPES = Path(__file__).with_name("shapes")
 
 FIXED_4 = SamplerSettings(strategy="fixed", tokens_per_step=4)
-# (name, cached context, sampler, batch, compiled)
+REFRESH_BLOCKS = 4  # cache+refresh: the hole in this many blocks (a 64-token hole: 16 a block)
+# (name, context cache: False, True or "refresh", sampler, batch, compiled)
 CONTENDERS = [
     ("vanilla 1/step", False, SamplerSettings(strategy="confidence"), 1, False),
     ("cache 1/step", True, SamplerSettings(strategy="confidence"), 1, False),
     ("vanilla fixed 4", False, FIXED_4, 1, False),
     ("cache fixed 4", True, FIXED_4, 1, False),
+    ("cache+refresh fixed 4", "refresh", FIXED_4, 1, False),
     ("threshold 0.9", False, SamplerSettings(strategy="threshold", threshold=0.9), 1, False),
     ("vanilla 1/step x8", False, SamplerSettings(strategy="confidence"), 8, False),
     ("cache fixed 4 x8", True, FIXED_4, 8, False),
@@ -94,10 +98,11 @@ def backends(directory: Path, device: str) -> tuple[HFBackend, HFBackend]:
     return exact, random_backend(directory, device, approximate_cache=True, model=exact.model)
 
 
-def sibling(backend: HFBackend, approximate_cache: bool, compile: str | None = None) -> HFBackend:
-    """Another backend over the same model and tokens, cached and compiled as asked."""
+def sibling(backend: HFBackend, approximate_cache: bool, compile: str | None = None,
+            cache_block: int | None = None) -> HFBackend:
+    """Another backend over the same model and tokens, cached, refreshed and compiled as asked."""
     out = HFBackend(backend.name, backend.model, backend.tokenizer, backend.spec, backend.device, backend.dtype,
-                    approximate_cache=approximate_cache, compile=compile)
+                    approximate_cache=approximate_cache, compile=compile, cache_block=cache_block)
     out.generation_defaults, out.banned_ids, out.is_random = (backend.generation_defaults, backend.banned_ids,
                                                               backend.is_random)
     return out
@@ -125,13 +130,15 @@ def bench(directory: Path, device: str = "cpu", context: int = 1024, hole: int =
     `repeats` rounds, each round running every contender once (interleaved).  compile: also
     the COMPILED rows, with that torch.compile mode (then "compile" says how it went)."""
     exact, cached = backends(directory, device)
-    engines = {(False, False): Engine(exact), (True, False): Engine(cached)}
+    engines = {(False, False): Engine(exact), (True, False): Engine(cached),
+               ("refresh", False): Engine(sibling(cached, True, cache_block=max(1, hole // REFRESH_BLOCKS)))}
     if compile is not None:
         engines[True, True] = Engine(sibling(cached, approximate_cache=True, compile=compile))
         contenders = [c for c in contenders if not compiled_only or c[0] in COMPILED_ONLY] + COMPILED
     where = layout(exact, context, hole)
     times: dict[str, list[float]] = {name: [] for name, *_ in contenders}
     forwards: dict[str, int] = {}
+    refreshes: dict[str, int] = {}
     tokens: dict[str, torch.Tensor] = {}
 
     def once(name, use_cache, settings, batch, compiled) -> float:
@@ -142,7 +149,7 @@ def bench(directory: Path, device: str = "cpu", context: int = 1024, hole: int =
         with torch.no_grad():
             loop = engine._denoise(where, req)
         _sync(exact.device)
-        forwards[name], tokens[name] = loop.forwards, loop.x
+        forwards[name], tokens[name], refreshes[name] = loop.forwards, loop.x, loop.refreshes
         return time.perf_counter() - t0
 
     warmup = {contender[0]: once(*contender) for contender in contenders}  # kernels, allocator, compiling
@@ -164,7 +171,7 @@ def bench(directory: Path, device: str = "cpu", context: int = 1024, hole: int =
     for name, _, _, batch, _ in contenders:
         seconds = statistics.median(times[name])
         out[name] = {"ms_per_forward": seconds * 1000 / forwards[name], "tokens_per_s": batch * hole / seconds,
-                     "forwards": forwards[name], "batch": batch}
+                     "forwards": forwards[name], "batch": batch, "refreshes": refreshes[name]}
     return out
 
 
@@ -196,6 +203,10 @@ def print_table(r: dict) -> None:
             continue
         print(f"  {name:<26}{row['batch']:>6}{row['forwards']:>9}{row['ms_per_forward']:>12.1f}"
               f"{row['tokens_per_s']:>10.1f}{row['tokens_per_s'] / base['tokens_per_s']:>11.2f}x")
+    for name, row in r.items():
+        if isinstance(row, dict) and row.get("refreshes"):
+            print(f"  {name}: the context computed again {row['refreshes']} times (a full forward each, "
+                  f"counted in its ms/forward)")
     c = r.get("compile")
     if c is not None:
         first = ", ".join(f"{name} {s:.1f} s" for name, s in c["first_run_s"].items())

@@ -43,6 +43,9 @@ def test_bench_on_a_config_only_checkpoint(tmp_path, shape, overrides):
     r = checkpoint_bench.bench(directory, context=24, hole=8, repeats=1)
     assert r["vanilla 1/step"]["forwards"] == 8 and r["vanilla 1/step x8"]["forwards"] == 8
     assert r["cache fixed 4"]["forwards"] == 2 and r["vanilla fixed 4"]["forwards"] == 2
+    # blocks of 8 // 4 = 2 slots: the first step's 4 commits make the second step refresh first
+    assert r["cache+refresh fixed 4"]["forwards"] == 2 and r["cache+refresh fixed 4"]["refreshes"] == 1
+    assert r["cache fixed 4"]["refreshes"] == 0
     assert r["vanilla 1/step x8"]["batch"] == 8
     for name, row in r.items():
         if isinstance(row, dict):
@@ -69,7 +72,8 @@ def test_bench_cli_prints_the_ratio_table(tmp_path):
                         "--context", "24", "--hole", "8", "--repeats", "1"],
                        capture_output=True, text=True, timeout=300, cwd=REPO)
     assert r.returncode == 0, r.stderr
-    for way in ("vanilla 1/step", "cache 1/step", "cache fixed 4", "threshold 0.9", "vanilla 1/step x8"):
+    for way in ("vanilla 1/step", "cache 1/step", "cache fixed 4", "cache+refresh fixed 4", "threshold 0.9",
+                "vanilla 1/step x8"):
         assert way in r.stdout
     assert "1.00x" in r.stdout  # vanilla against itself
 

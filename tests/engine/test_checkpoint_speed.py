@@ -52,15 +52,33 @@ def hole_layout(backend, context: int, hole: int):
     return checkpoint_bench.layout(backend, context, hole, seed=3)
 
 
+# The upstream presets' schedules too: Dream's int(m (1 - s/t)) from a table made once a
+# request, LLaDA's blocks from the step budget, both as tensors.
+STEP_SAMPLERS = [
+    FIXED_2,
+    SamplerSettings(strategy="dream", steps=3),
+    SamplerSettings(strategy="dream", alg="origin", steps=3),
+    SamplerSettings(strategy="dream", alg="maskgit_plus", alg_temp=0.5, temperature=0.7, top_p=0.9, top_k=20),
+    SamplerSettings(strategy="llada", block_length=2, steps=4),
+    SamplerSettings(strategy="llada", block_length=4, remasking="random", temperature=0.5),
+]
+
+
+@pytest.mark.parametrize("settings", STEP_SAMPLERS, ids=["fixed", "dream", "dream-origin", "dream-alg-temp",
+                                                         "llada", "llada-random"])
 @pytest.mark.parametrize("family", ["dream", "llada"])
-def test_a_step_reads_nothing_back_from_the_device(tmp_path, family):
-    for backend in checkpoints(tmp_path, family):
-        req = InfillRequest("", length=6, candidates=2, sampler=FIXED_2)
+def test_a_step_reads_nothing_back_from_the_device(tmp_path, family, settings):
+    exact, cached = checkpoints(tmp_path, family)
+    refreshed = checkpoint_bench.sibling(exact, approximate_cache=True, cache_block=2)
+    for backend in (exact, cached, refreshed):
+        req = InfillRequest("", length=6, candidates=2, sampler=settings)
         loop = Denoiser(backend, hole_layout(backend, 20, 6), req)
         state = backend.prepare(loop.ids, loop.hole)
         with torch.no_grad(), DeviceReads() as reads:
             for _ in range(2):
                 loop.advance(backend.hole_logits(state, loop.sequences(None)))
+                if backend.cache_block:  # every row committed a block: a refresh, on the device too
+                    backend.refresh(state, loop.sequences(None), None)
         assert reads.seen == [], (backend.approximate_cache, reads.seen)
         assert loop.open_rows() == [0, 1]  # the step's one read-back, outside it
 
@@ -78,6 +96,24 @@ def test_cached_rows_that_finish_first_leave_the_batch(tmp_path, family):
     # Auto length tries one row per length; the short ones finish first (this raised before).
     result = Engine(cached).infill(InfillRequest("def f(", "):", max_length=8, lengths=(2, 5, 8)))
     assert result.forwards == 8 and result.candidates
+
+
+@pytest.mark.parametrize("family", ["dream", "llada"])
+def test_compiled_refresh_gets_eager_refresh_tokens(tmp_path, family):
+    """The refresh's pass runs the compiled context graph (all rows, at prepare's shape) and
+    writes the compiled step's padded copy: an auto length's rows, finishing apart, get the
+    eager refresh's tokens (cudagraphs mode: on a CPU the same capture without graphs)."""
+    exact = checkpoints(tmp_path, family)[0]
+    eager = checkpoint_bench.sibling(exact, approximate_cache=True, cache_block=1)
+    compiled = checkpoint_bench.sibling(exact, approximate_cache=True, cache_block=1, compile="cudagraphs")
+    req = InfillRequest("def f(", "):", max_length=6, lengths=(2, 4, 6), sampler=SamplerSettings(strategy="confidence"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the eager fallback warns: fail with its reason
+        got = Engine(compiled).infill(req)
+    want = Engine(eager).infill(req)
+    assert [c.text for c in got.candidates] == [c.text for c in want.candidates]
+    assert compiled.compiled.error is None and compiled.compiled_context.error is None
+    assert compiled.compiled_context.compiled_calls == 6  # prepare, then a refresh before each later step
 
 
 def test_buckets():
@@ -123,25 +159,28 @@ def test_unknown_compile_mode_is_refused():
         CompiledStep(lambda x: x, "fast", torch.device("cpu"))
 
 
-@pytest.mark.parametrize("family,cache", [("dream", True), ("dream", False), ("llada", True)])
+@pytest.mark.parametrize("family,cache", [("dream", True), ("dream", False), ("llada", True), ("llada", "refresh")])
 def test_requests_of_different_lengths_batch_as_they_run_alone(tmp_path, family, cache):
     """The HTTP server's batched forward (http_server/hole_batch.py) over a checkpoint: two
     requests with different context and hole lengths (one auto length, its rows finishing
     apart), padded into one forward a step, get the tokens each gets alone."""
     from http_server.hole_batch import ContextBatch, HoleLoop, can_batch, forward_holes
 
-    engine = Engine(checkpoints(tmp_path, family)[cache])
+    exact, cached = checkpoints(tmp_path, family)
+    backend = {False: exact, True: cached}.get(cache) or checkpoint_bench.sibling(exact, True, cache_block=2)
+    engine = Engine(backend)
     assert can_batch(engine)
     reqs = [InfillRequest("def add(a, b):\n    return ", "\n", length=5, sampler=FIXED_2),
             InfillRequest("x = 1\n", "print(x)\n", max_length=6, lengths=(2, 6),
                           sampler=SamplerSettings(strategy="confidence"))]
     loops = [HoleLoop(engine, r) for r in reqs]
     assert len({loop.layout.ids.shape[0] for loop in loops}) == 2
-    active = list(loops)
+    active, refreshes = list(loops), 0
     while active:
         for loop, logits in zip(active, forward_holes(engine.backend, active, ContextBatch(active))):
-            loop.advance(logits)
+            refreshes += loop.advance(logits)
         active = [loop for loop in active if not loop.done]
+    assert (refreshes > 0) == (cache == "refresh")
     for req, loop in zip(reqs, loops):
         alone, batched = engine.infill(req), loop.result()
         assert [c.text for c in batched.candidates] == [c.text for c in alone.candidates]

@@ -23,13 +23,16 @@ from .test_hf_backends import HIDDEN, write_dream
 PREFIX, SUFFIX = "x = f(", ")\n"
 
 
-def rules_checkpoint(directory, rules: list[tuple[str, str, float]]) -> Engine:
+def rules_checkpoint(directory, rules: list[tuple[str, str, float]], delete_token: bool = True) -> Engine:
     """rules: (before, predicted, logit); names are 'prefix' (the prefix's last token),
-    'mask', an expand/delete token or plain text of one token."""
+    'mask', an expand/delete token or plain text of one token.  Without delete_token the
+    checkpoint is laid out as DreamOn's release: a <|beginoftext|> bos, and no <|delete|>
+    (an <|endoftext|> committed inside the hole deletes its slot)."""
 
     def adjust(w: dict, tok) -> None:
         ids = {"mask": tok.token_to_id("<|mask|>"), "expand": tok.token_to_id("<|expand|>"),
-               "delete": tok.token_to_id("<|delete|>"), "prefix": tok.encode(PREFIX).ids[-1]}
+               "delete": tok.token_to_id("<|delete|>" if delete_token else "<|endoftext|>"),
+               "prefix": tok.encode(PREFIX).ids[-1]}
         for text in ("a", "b"):
             ids[text] = tok.encode(text).ids[0]
         for layer in w["layers"]:  # no attention, no MLP: the residual is the embedding
@@ -46,7 +49,7 @@ def rules_checkpoint(directory, rules: list[tuple[str, str, float]]) -> Engine:
             # RMSNorm of a unit vector on an axis is sqrt(HIDDEN) on that axis
             w["head"][ids[predicted], axes[before]] = logit / math.sqrt(HIDDEN)
 
-    write_dream(directory, expand=True, delete=True, adjust=adjust)
+    write_dream(directory, expand=True, delete=delete_token, bos=not delete_token, adjust=adjust)
     return Engine.load(str(directory))
 
 
@@ -71,10 +74,11 @@ def test_expand_grows_the_hole_up_to_max_length(tmp_path, settings):
     assert result.text == "a" * 6 and result.hole_tokens == 6 and result.forwards == 8
 
 
+@pytest.mark.parametrize("delete_token", [True, False], ids=["<|delete|>", "eos"])
 @pytest.mark.parametrize("settings", STRATEGIES, ids=["confidence", "dream"])
-def test_delete_shrinks_the_hole(tmp_path, settings):
+def test_delete_shrinks_the_hole(tmp_path, settings, delete_token):
     engine = rules_checkpoint(tmp_path / "DreamOn-v0-7B", [
-        ("prefix", "a", 12), ("a", "b", 10), ("b", "delete", 8), ("mask", "delete", 6)])
+        ("prefix", "a", 12), ("a", "b", 10), ("b", "delete", 8), ("mask", "delete", 6)], delete_token)
     result, masks = run(engine, settings, max_length=16)
     # a, then b, then the two slots after b are deleted one by one.
     assert masks == [3, 2, 1, 0]
@@ -108,3 +112,32 @@ def test_edits_stay_within_the_cap():
     hole = ids == M
     new_ids, new_hole = _resize_holes(ids, hole, 3, M)
     assert new_ids.tolist() == [1, M, M, M, 2, M, M, M, 3] and new_hole.sum() == 6
+
+
+def test_dreamon_input_is_laid_out_as_upstream(tmp_path):
+    """DreamOn's infilling code feeds bos + prefix + masks + suffix + eos (the tokenizer's
+    bos and eos); diffill lays a DreamOn checkpoint's input out the same, keeps the two when
+    it cuts the context to the window, and leaves other Dream checkpoints as they were."""
+    from .test_hf_backends import write_dream
+
+    ids = write_dream(tmp_path / "DreamOn-v0-7B", expand=True, bos=True)["ids"]
+    engine = Engine.load(str(tmp_path / "DreamOn-v0-7B"))
+    be = engine.backend
+    bos, eos, mask = ids["<|beginoftext|>"], ids["<|endoftext|>"], ids["<|mask|>"]
+    prefix, suffix = be.encode(PREFIX), be.encode(SUFFIX)
+    assert be.delete_id == eos and be.expand_id == ids["<|expand|>"]  # upstream deletes an eos slot
+    layout, _, edits = engine.plan(InfillRequest(PREFIX, SUFFIX, max_length=8))
+    assert edits and layout.ids.tolist() == [bos, *prefix, *[mask] * 4, *suffix, eos]
+    assert layout.hole.tolist() == [False] * (1 + len(prefix)) + [True] * 4 + [False] * (len(suffix) + 1)
+    fixed, _, edits = engine.plan(InfillRequest(PREFIX, SUFFIX, length=3))  # upstream's fixed-length infilling too
+    assert not edits and fixed.ids.tolist() == [bos, *prefix, *[mask] * 3, *suffix, eos]
+    be.max_len = 8  # a window that cuts the context: the frame stays, the nearest context too
+    long_prefix = "y = 2\n" + PREFIX
+    cut, _, _ = engine.plan(InfillRequest(long_prefix, SUFFIX, length=3, max_length=3))
+    # 8 = bos + 3 context tokens (the prefix's last, as it has priority) + 3 masks + eos
+    assert cut.ids.tolist() == [bos, *be.encode(long_prefix)[-3:], *[mask] * 3, eos] and cut.context_cut > 0
+
+    write_dream(tmp_path / "Dream-Coder-v0-7B", bos=True)  # no <|expand|>: not DreamOn, no frame
+    plain = Engine.load(str(tmp_path / "Dream-Coder-v0-7B"))
+    layout, _, _ = plain.plan(InfillRequest(PREFIX, SUFFIX, length=3))
+    assert layout.ids.tolist() == [*prefix, *[mask] * 3, *suffix]

@@ -104,15 +104,18 @@ def write_dream(
     tied: bool = False,
     expand: bool = False,
     delete: bool = False,
+    bos: bool = False,
     shards: int = 2,
     seed: int = 0,
     adjust=None,
 ) -> dict:
     """A Dream-family checkpoint: Qwen2 weight names, model_type "Dream", remote-code auto_map.
-    expand / delete: DreamOn's <|expand|> / <|delete|> tokens; adjust(weights, tokenizer)
+    expand / delete: DreamOn's <|expand|> / <|delete|> tokens; bos: Dream's <|beginoftext|>,
+    named as the tokenizer's bos_token; adjust(weights, tokenizer)
     may set weights before they are written."""
     directory.mkdir(parents=True, exist_ok=True)
-    specials = DREAM_SPECIALS + (["<|expand|>"] if expand else []) + (["<|delete|>"] if delete else [])
+    specials = DREAM_SPECIALS + (["<|beginoftext|>"] if bos else []) + (["<|expand|>"] if expand else [])
+    specials += ["<|delete|>"] if delete else []
     tok = train_tokenizer(specials)
     vocab = model_vocab(tok)
     w = random_weights(vocab, KV_HEADS, qkv_bias=True, seed=seed)
@@ -183,7 +186,7 @@ def write_dream(
             "added_tokens_decoder": added,
             "auto_map": {"AutoTokenizer": ["tokenization_dream.DreamTokenizer", None]},
             "tokenizer_class": "DreamTokenizer",
-            "bos_token": None,
+            "bos_token": "<|beginoftext|>" if bos else None,
             "eos_token": "<|endoftext|>",
             "pad_token": "<|endoftext|>",
             "mask_token": "<|mask|>",
@@ -561,6 +564,87 @@ def test_approximate_cache_freezes_the_context(tmp_path, family):
     torch.testing.assert_close(got.double(), want, atol=ATOL, rtol=1e-5)
     exact_now = exact.hole_logits(exact.prepare(filled[None], hole), filled[None])[0]
     assert (got - exact_now)[:, :256].abs().max() > 1e-3, "a stale context must show"
+
+
+@pytest.mark.parametrize("family", ["dream", "llada"])
+def test_refresh_recomputes_the_frozen_context_from_the_committed_tokens(tmp_path, family):
+    """Fast-dLLM's per-block refresh: the rows asked for get the context keys/values of their
+    sequence as it is now (the reference's, slot for slot), the others keep theirs."""
+    ck = write_dream(tmp_path / "m") if family == "dream" else write_llada(tmp_path / "m")
+    approx = load_hf_backend(str(tmp_path / "m"), approximate_cache=True, cache_block=2)
+    ids = sample_ids(approx)
+    hole = torch.zeros(len(ids), dtype=torch.bool)
+    hole[5:11] = True
+    masked = ids.clone()
+    masked[hole] = approx.mask_id
+    batch = masked.repeat(3, 1)
+    state = approx.prepare(batch, hole)
+    before = [tuple(t.clone() for t in state.context.layers[i]) for i in range(len(state.context.layers))]
+    batch[:, 5:8] = ids[5:8]  # a block committed in every row; only rows 0 and 2 are refreshed
+    approx.refresh(approx.select_rows(state, torch.tensor([0, 2])), batch, torch.tensor([0, 2]))
+    context = ~hole
+    if family == "dream":  # the token before the hole is recomputed every step, never cached
+        context[4] = False
+    recorded: list = []
+    reference_logits(ck, batch[0], record=recorded)
+    for i, (k, v) in state.context.layers.items():
+        assert torch.equal(k[1], before[i][0][1]) and torch.equal(v[1], before[i][1][1])
+        for row in (0, 2):
+            if i > 0:  # layer 0's keys are the tokens' own; deeper ones attend to the hole
+                assert (k[row] - before[i][0][row]).abs().max() > 1e-3, "the keys must change"
+            torch.testing.assert_close(k[row].double(), recorded[i][0][:, context], atol=ATOL, rtol=1e-5)
+            torch.testing.assert_close(v[row].double(), recorded[i][1][:, context], atol=ATOL, rtol=1e-5)
+
+
+def denoised(engine: Engine, req: InfillRequest) -> torch.Tensor:
+    """The loop's slots at the end, every row (token ids, not text: nothing merged)."""
+    layout, lengths, _ = engine.plan(req)
+    with torch.no_grad():
+        return engine._denoise(layout, req, lengths).x
+
+
+@pytest.mark.parametrize("family", ["dream", "llada"])
+def test_refreshing_every_token_is_the_exact_loop(tmp_path, family):
+    """cache_block=1 at one token a step: each step's context is that of the sequence as it
+    is, so the cached loop commits the exact loop's tokens, token for token: one row, and an
+    auto length's rows that finish at different steps (the refresh then computes some rows)."""
+    directory = tmp_path / "m"
+    (write_dream if family == "dream" else write_llada)(directory)
+    exact = Engine.load(str(directory))
+    refreshed = Engine(load_hf_backend(str(directory), approximate_cache=True, cache_block=1))
+    frozen = Engine(load_hf_backend(str(directory), approximate_cache=True))
+    greedy = SamplerSettings(strategy="confidence")
+    prefix, suffix = "def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n"
+    for req in (InfillRequest(prefix, suffix, length=6, sampler=greedy),
+                InfillRequest(prefix, suffix, max_length=6, lengths=(2, 4, 6), sampler=greedy)):
+        assert torch.equal(denoised(refreshed, req), denoised(exact, req))
+        want, got = exact.infill(req), refreshed.infill(req)
+        for a, b in zip(want.candidates, got.candidates):
+            assert a.text == b.text and a.token_confidences == pytest.approx(b.token_confidences, abs=1e-4)
+    stale = frozen.infill(req).candidates[0].token_confidences
+    assert stale != pytest.approx(want.candidates[0].token_confidences, abs=1e-4), "without refresh it is approximate"
+
+
+def test_refresh_costs_one_full_forward_a_block(tmp_path):
+    """Full forwards = blocks (the first is `prepare`'s), hole forwards = steps: the llada
+    preset refreshes as it enters each block; cache_block=N after N committed tokens."""
+    directory = tmp_path / "LLaDA-8B-Instruct"
+    write_llada(directory)
+    prefix, suffix = "def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n"
+    for cache_block, settings, schedule in [
+        (None, SamplerSettings(strategy="llada", block_length=4), "hhhhFhhhh"),  # 1 a step, 2 blocks
+        (3, SamplerSettings(strategy="fixed", tokens_per_step=2), "hhFhh"),  # refresh once 4 >= 3 are in
+        (None, SamplerSettings(strategy="fixed", tokens_per_step=2), "hhhh"),  # no blocks: frozen
+    ]:
+        engine = Engine(load_hf_backend(str(directory), approximate_cache=True, cache_block=cache_block))
+        widths: list[int] = []
+        engine.backend.model.model.register_forward_pre_hook(
+            lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+        result = engine.infill(InfillRequest(prefix, suffix, length=8, sampler=settings))
+        full = len(engine.backend.encode(prefix) + engine.backend.encode(suffix)) + 8
+        assert set(widths) == {full, 8}  # whole sequences, and the hole alone (LLaDA: no shift)
+        assert "".join("F" if w == full else "h" for w in widths) == "F" + schedule
+        assert result.forwards == schedule.count("h")
 
 
 def reference_infill(backend, logits_of, prefix: list[int], suffix: list[int], n: int) -> list[int]:

@@ -242,7 +242,7 @@ def test_cli_runs_a_preset_on_a_checkpoint(tmp_path):
     source.write_text(PREFIX + "\n" + SUFFIX)
     r = subprocess.run([sys.executable, "-m", "infill_engine.cli", "fill", str(source), "--at", "2:1",
                         "--model", str(tmp_path / "Dream-Coder-v0-7B"), "--strategy", "dream", "--alg",
-                        "topk_margin", "--steps", "3", "--length", "6", "--show-steps"],
+                        "topk_margin", "--steps", "3", "--length", "6", "--show-steps", "--cache-block", "2"],
                        capture_output=True, text=True, timeout=300, cwd=REPO)
     assert r.returncode == 0, r.stderr
-    assert r.stderr.count("--- step") == 3  # six slots in three steps
+    assert r.stderr.count("--- step") == 3  # six slots in three steps (the cache refreshed every 2 commits)

@@ -245,11 +245,13 @@ def test_bench_http_prints_both_modes_side_by_side(capsys):
     assert "batching on / off at 2 clients" in out
 
 
-def test_a_checkpoint_batches_concurrent_requests(tmp_path):
+@pytest.mark.parametrize("cache_block", [None, 2])
+def test_a_checkpoint_batches_concurrent_requests(tmp_path, cache_block):
+    """cache_block: each loop's context computed again every 2 commits, the batch padding it in again."""
     from tests.engine.test_hf_backends import write_dream
 
     write_dream(tmp_path / "Dream-v0-Base-7B")
-    engine = Engine.load(str(tmp_path / "Dream-v0-Base-7B"), approximate_cache=True)
+    engine = Engine.load(str(tmp_path / "Dream-v0-Base-7B"), approximate_cache=True, cache_block=cache_block)
     confidence = SamplerSettings(strategy="confidence")
     bodies = [{"prefix": "def add(a, b):\n    return ", "suffix": "\n", "length": 5},
               {"prefix": "x = 1\n", "suffix": "print(x)\n", "max_tokens": 6, "lengths": [2, 6]}]
