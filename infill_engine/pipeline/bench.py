@@ -14,6 +14,7 @@ from itertools import accumulate
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from ..backends.bundled import BundledBackend
 from ..precision import PRECISIONS
@@ -128,40 +129,62 @@ def _print_precision(p: dict) -> None:
           f"{'yes' if p['native_bf16'] else 'no'}; 'auto' runs {p['auto']}")
 
 
-def bench_training(dim: int, layers: int, heads: int, batch: int, seq_len: int, repeats: int) -> dict:
-    """Training tokens/s of one shape, four ways side by side (interleaved): fp32 or bf16
-    autocast, and the hole rule as a boolean attention mask (the old layout) or as two
-    mask-free attention calls over [context | hole] (`hidden_split`).  Half of each sequence
-    is hole; the content does not matter for speed, so the ids are random."""
+def bench_training(dim: int, layers: int, heads: int, batch: int, seq_len: int, repeats: int,
+                   compile: bool = False) -> dict:
+    """Training tokens/s of one shape, several ways side by side (interleaved).  Each way is a
+    whole training step: forward, cross-entropy on the hole slots, backward, gradient clip,
+    AdamW.  Ways: fp32 or bf16 autocast; the hole rule as a boolean attention mask (v1's
+    layout) or as two mask-free attention calls over [context | hole] (`hidden_split`); AdamW
+    as one fused kernel instead of a loop over the parameters (torch's CPU default); and with
+    `compile`, `diffill train`'s own compiled forward and loss, whose build time is reported
+    apart, not in tokens/s.  Half of each sequence is hole; ids and targets are random (the
+    content does not matter for speed)."""
     from ..model import ModelConfig, Transformer
+    from .train import slot_loss
 
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=8192, dim=dim, n_layers=layers, n_heads=heads,
                       ffn_hidden=64 * round(8 * dim / 3 / 64), max_seq_len=max(1024, seq_len))
     model = Transformer(cfg)
     ids = torch.randint(3, cfg.vocab_size, (batch, seq_len))
+    targets = torch.randint(3, cfg.vocab_size, (batch, seq_len))
     n_context = seq_len // 2
     hole = torch.zeros(batch, seq_len, dtype=torch.bool)
     hole[:, n_context:] = True
     positions = torch.arange(seq_len).expand(batch, -1)
+    rows, cols = hole.nonzero(as_tuple=True)
+    weight = torch.full(rows.shape, 1.0 / rows.numel())
 
-    def step(layout: str, dtype: str) -> None:
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
-        with ctx:
-            h = (model.hidden(ids, hole) if layout == "masked" else model.hidden_split(ids, positions, n_context))
-            loss = model.logits(h[hole]).float().logsumexp(-1).mean()
+    def masked_loss(model, *_):
+        return F.cross_entropy(model.logits(model.hidden(ids, hole)[hole]).float(), targets[hole]), None
+
+    # name: (loss function, autocast to bf16, fused AdamW)
+    ways = {"fp32 masked": (masked_loss, False, False), "fp32 split": (slot_loss, False, False),
+            "bf16 masked": (masked_loss, True, False), "bf16 split": (slot_loss, True, False),
+            "bf16 split fused-adamw": (slot_loss, True, True)}
+    if compile:  # as `diffill train` compiles it
+        ways["bf16 split fused-adamw compiled"] = (torch.compile(slot_loss, dynamic=True), True, True)
+    # A tiny learning rate: the weights barely move, so every way times the same model.
+    opts = {fused: torch.optim.AdamW(model.parameters(), lr=1e-7, fused=fused) for fused in (False, True)}
+
+    def step(name: str) -> None:
+        loss_fn, bf16, fused = ways[name]
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
+            loss, _ = loss_fn(model, ids, positions, n_context, rows, cols, targets[rows, cols], weight)
         loss.backward()
-        model.zero_grad(set_to_none=True)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opts[fused].step()
+        opts[fused].zero_grad(set_to_none=True)
 
-    ways = [(layout, dtype) for dtype in ("fp32", "bf16") for layout in ("masked", "split")]
-    for way in ways:
-        step(*way)  # warm-up
-    times = {way: [] for way in ways}
+    build_s = {}
+    for name in ways:  # warm-up; for the compiled way this is the build
+        build_s[name] = _median_ms(lambda: step(name), 1) / 1000
+    times = {name: [] for name in ways}
     for _ in range(repeats):
-        for way in ways:
-            times[way].append(_median_ms(lambda: step(*way), 1))
-    return {f"{dtype} {layout}": batch * seq_len / (statistics.median(t) / 1000)
-            for (layout, dtype), t in times.items()}
+        for name in ways:
+            times[name].append(_median_ms(lambda: step(name), 1))
+    return {"tokens_per_s": {name: batch * seq_len / (statistics.median(t) / 1000) for name, t in times.items()},
+            "compile_s": {name: s for name, s in build_s.items() if "compiled" in name}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,10 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", choices=PRECISIONS, default="auto",
                     help="for the cache and sampler figures; fp32 and bf16 are always compared side by side")
     ap.add_argument("--train", action="store_true",
-                    help="training speed instead: fp32/bf16 x masked/split attention, side by side")
+                    help="training speed instead: whole steps, fp32/bf16 x masked/split attention, fused AdamW, "
+                         "and with --compile diffill train's compiled step, side by side")
     ap.add_argument("--shape", default="192,6,3,16,384", help="--train: dim,layers,heads,batch,seq_len")
     ap.add_argument("--compile", nargs="?", const="reduce-overhead", default=None, metavar="MODE",
-                    help="Dream/LLaDA checkpoint: also the cache fixed-4 rows with the hole step under torch.compile "
+                    help="--train: also the compiled training step (build time printed apart).  "
+                         "Dream/LLaDA checkpoint: also the cache fixed-4 rows with the hole step under torch.compile "
                          "(reduce-overhead: inductor + CUDA graphs; cudagraphs: graphs of the eager kernels, "
                          "compiles faster; default)")
     ap.add_argument("--compiled-only", action="store_true",
@@ -188,12 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.train:
         dim, layers, heads, batch, seq_len = map(int, args.shape.split(","))
-        r = bench_training(dim, layers, heads, batch, seq_len, max(1, args.repeats // 5))
-        base = r["fp32 masked"]
-        print(f"training tokens/s, d{dim}x{layers} h{heads}, batch {batch} x {seq_len}, "
-              f"threads {torch.get_num_threads()} (medians, interleaved):")
-        for name, rate in r.items():
-            print(f"  {name:<12}{rate:>10.0f} tokens/s   {rate / base:.2f}x")
+        r = bench_training(dim, layers, heads, batch, seq_len, max(1, args.repeats // 5), compile=bool(args.compile))
+        base = r["tokens_per_s"]["fp32 masked"]
+        print(f"training tokens/s (a whole step: forward, backward, AdamW), d{dim}x{layers} h{heads}, "
+              f"batch {batch} x {seq_len}, threads {torch.get_num_threads()} (medians, interleaved):")
+        for name, rate in r["tokens_per_s"].items():
+            built = f"   (first step, build included: {r['compile_s'][name]:.0f} s)" if name in r["compile_s"] else ""
+            print(f"  {name:<32}{rate:>10.0f} tokens/s   {rate / base:.2f}x{built}")
         return 0
     from . import checkpoint_bench
 

@@ -35,7 +35,7 @@ def _train_command(preset: str, shards: Path, run_dir: Path, export: Path, minut
            "--out", str(run_dir), "--minutes", str(minutes), "--device", device, "--workers", str(workers),
            "--export", str(export), "--max-file-mib", str(MAX_FILE_MIB), "--val-every", "500",
            "--save-every", "500", "--warmup", "200"]
-    return cmd + (["--compile"] if compile_ else []) + extra
+    return cmd + (["--compile"] if compile_ else ["--no-compile"]) + extra
 
 
 def _eval_command(model: Path, device: str, limit: int, out: Path) -> list[str]:
