@@ -10,7 +10,7 @@ import pytest
 from infill_engine.engine import Engine
 from infill_engine.request import InfillCancelled
 from lsp_server.features.hints import unlikely_hints
-from lsp_server.model_worker import BACKGROUND, FOREGROUND, ModelThread
+from lsp_server.model_worker import BACKGROUND, FOREGROUND, THREADS_ENV, ModelThread, cpu_threads
 from tests.lsp.harness import SOURCE
 
 WAIT_S = 60  # generous: a limit for a broken test, not a speed target
@@ -88,3 +88,12 @@ def test_cancellable_scoring_matches_the_batched_one_and_stops() -> None:
     assert len(polls) == 2  # stopped before its second forward
     with pytest.raises(InfillCancelled):
         unlikely_hints(engine, SOURCE, start, end, cancel=lambda: True)
+
+
+@pytest.mark.parametrize("cores, threads", [(1, 1), (2, 2), (4, 2), (8, 4), (16, 8)])
+def test_torch_threads_half_the_cores_but_two_where_there_are(cores, threads, monkeypatch) -> None:
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert cpu_threads() == threads
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert cpu_threads() == 3  # the user's setting wins
