@@ -138,17 +138,18 @@ class Ranking:
         self._known = (set(_IDENTIFIER.findall(prefix)) | set(_IDENTIFIER.findall(suffix)) | _ALWAYS_KNOWN
                        if language == "python" else None)
 
-    def key(self, text: str) -> tuple[bool, bool, bool, bool]:
-        """(does not compile, parses worse, echoes, invents a name): False sorts first."""
-        return (self._compiles is not None and not self._compiles(text),
+    def key(self, text: str) -> tuple[bool, bool, bool, bool, bool]:
+        """(blank, does not compile, parses worse, echoes, invents a name): False sorts first.
+        Blank is never what was asked for, however well it compiles (as `denoise.ranked`)."""
+        return (not text.strip(), self._compiles is not None and not self._compiles(text),
                 not syntax_ok(self.baseline, self.prefix + text + self.suffix),
                 echoes(self.prefix, self.suffix, text),
                 self._known is not None and not python_names(text, bare=True) <= self._known)
 
 
 def best_first(prefix: str, suffix: str, fillings: Sequence[F], language: str | None) -> list[F]:
-    """`fillings` of the hole between prefix and suffix: in Python those that compile first;
-    then those that parse no worse than the empty hole; then those that are not echoes; then,
+    """`fillings` of the hole between prefix and suffix, blank ones last: in Python those that
+    compile first; then those that parse no worse than the empty hole; then those that are not echoes; then,
     in Python, those that invent no name; otherwise as given."""
     rule = Ranking(prefix, suffix, language)
     return sorted(fillings, key=lambda f: rule.key(f.text))  # stable: the engine's order within a group

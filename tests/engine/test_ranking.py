@@ -89,3 +89,8 @@ def test_other_languages_are_not_compiled():
     fills = [F("let x = 1;\n"), F("x = 1\n")]  # both JavaScript; only the second also Python
     assert [f.text for f in best_first("", "", fills, "javascript")] == ["let x = 1;\n", "x = 1\n"]
     assert [f.text for f in best_first("", "", fills, "python")] == ["x = 1\n", "let x = 1;\n"]
+
+
+def test_blank_goes_last_even_where_it_parses_better():
+    fills = [F("\n"), F("        total += (\n")]  # blank parses better, and neither compiles
+    assert [f.text for f in best_first(PREFIX, SUFFIX, fills, "python")] == ["        total += (\n", "\n"]
