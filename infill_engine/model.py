@@ -228,12 +228,9 @@ class Transformer(nn.Module):
         """One denoising step: hole_ids [B, N] attend to themselves and the cached context -> logits [B, N, V].
         cache None means there is no context at all (an empty file).  With `select` [B, N] bool only
         those positions go through the output layer -> [select.sum(), V]: committed slots and
-        padding still shape the others, but nobody reads their logits."""
-        cos, sin = self._rope(hole_positions)
-        x = self.embed(hole_ids)
-        for block, past in zip(self.blocks, cache or [None] * len(self.blocks)):
-            x, _ = block(x, cos, sin, past=past)
-        return self.logits(x if select is None else x[select])
+        padding still shape the others, but nobody reads their logits.  A hole's many steps take
+        `hole_steps` instead, which keeps its buffers between them."""
+        return self.hole_steps(cache, hole_positions).logits(hole_ids, select)
 
     def hole_steps(self, cache: ContextCache | None, hole_positions: torch.Tensor) -> "HoleSteps":
         """The denoising steps of one hole against the context `cache` (`HoleSteps`)."""
@@ -283,16 +280,16 @@ class Transformer(nn.Module):
 
 
 class HoleSteps:
-    """`Transformer.forward_hole` for the many steps of one hole, without the per-step copies.
+    """The denoising steps of one hole against a fixed context, without per-step copies.
 
-    Each step of `forward_hole` concatenates the whole context's keys and values in front of
-    the hole's, in every layer, and rebuilds the hole's RoPE tables: about an eighth of an
-    as-you-type suggestion on a CPU (512 context tokens, 6 rows of 14 slots).  Here the
-    tables are made once, and each layer keeps one key and one value buffer
+    Concatenating the whole context's keys and values in front of the hole's in every layer,
+    and rebuilding the hole's RoPE tables, each step (`Block.forward` with `past`) took about an
+    eighth of an as-you-type suggestion on a loaded CPU (512 context tokens, 6 rows of 14
+    slots).  Here the tables are made once, and each layer keeps one key and one value buffer
     [rows, heads, context + hole, head_dim] whose context part is written once; a step
     writes only the hole's own keys and values.  Every row sees the same context, so a step
-    over fewer rows (some finished) uses the buffers' first rows.  Same logits as
-    `forward_hole`."""
+    over fewer rows (some finished) uses the buffers' first rows.  Same logits as the full
+    forward with the hole mask (tests/engine/test_engine.py)."""
 
     def __init__(self, model: Transformer, cache: ContextCache | None, hole_positions: torch.Tensor):
         self.model, self.cache, self.positions = model, cache, hole_positions

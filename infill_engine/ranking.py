@@ -27,7 +27,7 @@ import keyword
 import re
 import tokenize
 import warnings
-from typing import Protocol, Sequence, TypeVar
+from typing import NamedTuple, Protocol, Sequence, TypeVar
 
 from .syntax.parse import Code
 from .syntax.spans import syntax_ok
@@ -124,6 +124,16 @@ def python_names(source: str, bare: bool = False) -> set[str]:
     return names
 
 
+class Faults(NamedTuple):
+    """What counts against a filling, most serious first: sorting by it puts the best first."""
+
+    blank: bool
+    does_not_compile: bool  # Python only
+    parses_worse: bool
+    echoes: bool
+    invents_a_name: bool  # Python only
+
+
 class Ranking:
     """The rule, for the fillings of one place: `key(text)` sorts the best first.
 
@@ -138,18 +148,18 @@ class Ranking:
         self._known = (set(_IDENTIFIER.findall(prefix)) | set(_IDENTIFIER.findall(suffix)) | _ALWAYS_KNOWN
                        if language == "python" else None)
 
-    def key(self, text: str) -> tuple[bool, bool, bool, bool, bool]:
-        """(blank, does not compile, parses worse, echoes, invents a name): False sorts first.
-        Blank is never what was asked for, however well it compiles (as `denoise.ranked`)."""
-        return (not text.strip(), self._compiles is not None and not self._compiles(text),
-                not syntax_ok(self.baseline, self.prefix + text + self.suffix),
-                echoes(self.prefix, self.suffix, text),
-                self._known is not None and not python_names(text, bare=True) <= self._known)
+    def key(self, text: str) -> Faults:
+        """The filling's faults; blank is never what was asked for, however well it compiles
+        (as `denoise.ranked`)."""
+        return Faults(blank=not text.strip(),
+                      does_not_compile=self._compiles is not None and not self._compiles(text),
+                      parses_worse=not syntax_ok(self.baseline, self.prefix + text + self.suffix),
+                      echoes=echoes(self.prefix, self.suffix, text),
+                      invents_a_name=self._known is not None and not python_names(text, bare=True) <= self._known)
 
 
 def best_first(prefix: str, suffix: str, fillings: Sequence[F], language: str | None) -> list[F]:
-    """`fillings` of the hole between prefix and suffix, blank ones last: in Python those that
-    compile first; then those that parse no worse than the empty hole; then those that are not echoes; then,
-    in Python, those that invent no name; otherwise as given."""
+    """`fillings` of the hole between prefix and suffix, those with the fewest `Faults` first;
+    otherwise as given."""
     rule = Ranking(prefix, suffix, language)
     return sorted(fillings, key=lambda f: rule.key(f.text))  # stable: the engine's order within a group

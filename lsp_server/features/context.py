@@ -69,8 +69,8 @@ def infill(engine: Engine, text: str, start: int, end: int, options: InfillOptio
 
 
 def best_text(code: Code, start: int, end: int, result: InfillResult, strip: bool) -> str:
-    """The best candidate for code.text[start:end]: infill_engine.ranking's rule (compiles,
-    parses no worse, not an echo), then the model's score."""
+    """The best candidate for code.text[start:end]: infill_engine.ranking's rule (fewest
+    faults), then the model's score."""
     if not result.candidates:
         raise ActionError("the model returned no candidates")
     text = code.text

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from infill_engine.ranking import Ranking
+from infill_engine.ranking import Faults, Ranking
 from infill_engine.request import InfillOptions
 from infill_engine.syntax.lines import line_span, split_lines
 from infill_engine.syntax.parse import Code
@@ -56,7 +56,7 @@ def complete_inline(engine: Engine, code: Code, offset: int, options: InfillOpti
     result = infill(engine, text, offset, offset, replace(options, max_length=budget), hooks)
 
     suggestions: dict[tuple[int, int, str], Suggestion] = {}
-    order: dict[tuple[int, int, str], tuple[bool, bool, bool, bool, bool, int, int]] = {}
+    order: dict[tuple[int, int, str], tuple[Faults, int, int]] = {}
     rules: dict[tuple[int, int], Ranking] = {}
     for rank, candidate in enumerate(result.candidates):
         if block:
@@ -70,11 +70,10 @@ def complete_inline(engine: Engine, code: Code, offset: int, options: InfillOpti
             if (start, end) not in rules:
                 rules[start, end] = Ranking(text[:start], text[end:], code.language, baseline=code)
             fails = rules[start, end].key(insert)
-            suggestions[key] = Suggestion(start, end, insert, not fails[2], candidate.score)
-            order[key] = (*fails, rank, variant_rank)
-    # infill_engine.ranking's rule on the shaped suggestions (compiles, parses no worse, not an
-    # echo of a neighbouring line); then the engine's order (best candidate first), then each
-    # candidate's preferred variant.
+            suggestions[key] = Suggestion(start, end, insert, not fails.parses_worse, candidate.score)
+            order[key] = (fails, rank, variant_rank)
+    # infill_engine.ranking's rule on the shaped suggestions (fewest Faults first); then the
+    # engine's order (best candidate first), then each candidate's preferred variant.
     ranked = sorted(suggestions, key=order.__getitem__)
     return [suggestions[k] for k in ranked[: options.candidates]]
 
