@@ -78,7 +78,12 @@ def dreamon_ids(ids: SpecialIds, config: dict, tokenizer: Tokenizer, tokenizer_c
     """DreamOn's edits and input layout, as its own infilling code does them: the input is
     bos + prefix + masks + suffix + eos (the tokenizer's bos and eos), and a slot committed
     as eos is deleted (<|delete|> where a tokenizer has one).  The delete token is then no
-    "end of text" to fold into the pad: it has to stay a choice of its own."""
+    "end of text" to fold into the pad: it has to stay a choice of its own.
+
+    DreamOn's README builds the prompt as `[tokenizer.bos_token_id] + encode(prefix) + masks +
+    encode(suffix) + [tokenizer.eos_token_id]`; transformers takes those two from
+    tokenizer_config.json's bos_token and eos_token, which is why they are read from there first
+    (config.json's ids are only a fallback for a checkpoint without that file)."""
     bos = _first(_named_id(tokenizer, tokenizer_config.get("bos_token")), token_id(tokenizer, BOS),
                  config.get("bos_token_id"))
     eos = _first(_named_id(tokenizer, tokenizer_config.get("eos_token")), first_eos_id(config))
