@@ -29,6 +29,11 @@ class Layout:
     holes: int  # number of tied holes
     slots: int  # slots per hole
     context_cut: int  # context tokens dropped to fit the window
+    # Token healing (healing.py): the prefix's last token, taken back into the hole; its first
+    # slot may hold only `first_ids` (the tokens that begin with `heal`), and every candidate
+    # comes back without `heal`.
+    heal: str = ""
+    first_ids: tuple[int, ...] = ()
 
 
 class Denoiser:
@@ -87,6 +92,11 @@ class Denoiser:
         self.refreshes = 0  # steps that computed some rows' context again (a full forward each)
         self._banned_at: tuple[tuple[int, ...], torch.Tensor] | None = None  # bans as a device tensor, reused
         self._banned_tensor(self.banned, device)  # made here, not in the first step
+        self.heal = layout.heal
+        self._first_bias = None  # token healing: 0 for the first slot's allowed ids, -inf elsewhere
+        if layout.heal:
+            self._first_bias = torch.full((backend.vocab_size,), -math.inf, device=device)
+            self._first_bias[torch.tensor(layout.first_ids, dtype=torch.long, device=device)] = 0.0
 
     @property
     def done(self) -> bool:
@@ -165,6 +175,9 @@ class Denoiser:
             logp = dense
         if k > 1:
             logp = logp.view(logp.shape[0], k, n, -1).mean(1).log_softmax(-1)
+        if self._first_bias is not None:  # a healed hole (one hole only): its first token is bound
+            first = (logp[:, :1] + self._first_bias).log_softmax(-1)
+            logp = torch.cat([first, logp[:, 1:]], 1)
         if self.settles and self.step == 1:  # every row is open at the first step
             self.x, self.conf, self.masked = settle_length(logp, self.x, self.conf, self.masked, be.pad_id)
             self.banned.append(be.pad_id)  # the rest of the hole is text
@@ -214,7 +227,11 @@ class Denoiser:
         keep = slots != pad if pad is not None else torch.ones_like(slots, dtype=torch.bool)
         ids, probs = slots[keep].tolist(), conf[keep].tolist()
         score = sum(math.log(max(p, 1e-9)) for p in probs) / max(len(probs), 1)
-        return Candidate(self.backend.decode(ids), probs, score)
+        return Candidate(self._unhealed(self.backend.decode(ids)), probs, score)
+
+    def _unhealed(self, text: str) -> str:
+        """A healed hole's text without the part the prefix already has."""
+        return text[len(self.heal):] if text.startswith(self.heal) else text
 
     def _show(self, row: torch.Tensor) -> str:
         """A partly denoised hole as text, with masked slots drawn as a block character."""
@@ -227,7 +244,7 @@ class Denoiser:
             elif t != self.backend.pad_id:
                 run.append(t)
         out.append(self.backend.decode(run))
-        return "".join(out)
+        return self._unhealed("".join(out))
 
 
 def ranked(candidates: list[Candidate]) -> list[Candidate]:

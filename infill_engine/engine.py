@@ -19,8 +19,9 @@ import torch
 from .backends import load_backend, tiny_random
 from .backends.base import Backend
 from .denoise import CANDIDATE_TEMPERATURE, Denoiser, Layout, ranked
-from .request import (Candidate, InfillCancelled, InfillError, InfillRequest, InfillResult, SamplerSettings,
-                      TokenLikelihood)
+from .healing import TokenTexts, heal_text
+from .request import (PRESET_DEFAULTS, Candidate, InfillCancelled, InfillError, InfillRequest, InfillResult,
+                      SamplerSettings, TokenLikelihood)
 
 # A hole whose model grows and shrinks it (DreamOn) starts with this many masks, as
 # DreamOn's own examples do, and may grow up to the request's max_length.
@@ -31,6 +32,7 @@ class Engine:
     def __init__(self, backend: Backend):
         self.backend = backend
         self._lock = threading.Lock()  # one denoising loop at a time: backends keep per-request state
+        self._texts: TokenTexts | None = None  # each token's text, for token healing
 
     @property
     def is_random(self) -> bool:
@@ -139,7 +141,22 @@ class Engine:
             # model was trained on (up to ~3 pads per text token).
             slots = max(lengths)
         pieces = [self.backend.encode(t) for t in (req.prefix, *req.between, req.suffix)]
-        return self._layout(pieces, slots), lengths, edits
+        # Not for a fixed length (it counts the tokens as given) nor tied holes; nor for the
+        # upstream presets, which lay the input out exactly as Dream's and LLaDA's own code do.
+        heals = req.heal and not fixed and not req.between and req.sampler.strategy not in PRESET_DEFAULTS
+        heal = heal_text(req.prefix, pieces[0], self.backend.decode, self.backend.banned_ids) if heals else ""
+        if not heal:
+            return self._layout(pieces, slots), lengths, edits
+        # The hole takes the prefix's last token back: one slot more, in every row, so each
+        # length still counts the tokens after it.
+        layout = self._layout([pieces[0][:-1], *pieces[1:]], slots + 1)
+        first_ids = self._token_texts().starting_with(heal)
+        return replace(layout, heal=heal, first_ids=first_ids), tuple(n + 1 for n in lengths), edits
+
+    def _token_texts(self) -> TokenTexts:
+        if self._texts is None:
+            self._texts = TokenTexts(self.backend.decode, self.backend.vocab_size)
+        return self._texts
 
     # -- internals ---------------------------------------------------------------------------
     def _search_lengths(self, req: InfillRequest) -> tuple[int, ...]:

@@ -168,6 +168,7 @@ class InfillRequest:
     cancel: Callable[[], bool] | None = None
     progress: Callable[[float], None] | None = None
     on_step: Callable[[int, list[str]], None] | None = None  # (step, texts so far, masks shown) for --show-steps
+    heal: bool = True  # token healing where the prefix stops mid-line (healing.py); off only to measure it
 
     def validate(self, limit: int) -> None:
         if not isinstance(self.prefix, str) or not isinstance(self.suffix, str):

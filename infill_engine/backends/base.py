@@ -18,6 +18,7 @@ class Backend(Protocol):
     pad_id: int | None  # fills slots a hole does not need (auto length); None: no such scheme
     banned_ids: list[int]  # never committed into a hole (mask, bos, ...)
     max_len: int  # tokens the model attends over: context + hole
+    vocab_size: int  # the logits' last dimension
     device: torch.device
     pad_trails: bool  # trained with padding only after a hole's text: an auto-length hole's length is settled up front
     is_random: bool  # untrained weights: the output is noise, and users are told so

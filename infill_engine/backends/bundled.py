@@ -31,6 +31,7 @@ class BundledBackend:
         self.mask_id, self.pad_id = tokenizer.mask_id, tokenizer.pad_id
         self.banned_ids = [tokenizer.mask_id, tokenizer.doc_id]
         self.max_len = model.cfg.max_seq_len
+        self.vocab_size = model.cfg.vocab_size
         self.device = next(model.parameters()).device
         self._caches: OrderedDict[tuple, ContextCache] = OrderedDict()
         self._cache_entries = cache_entries

@@ -349,8 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--data", required=True,
                     help="a .jsonl(.gz) file, or 'single' / 'multi' (found via $%s or ../shared/data), "
-                         "or 'lines': held-out lines of the corpus's validation files (see heldout.py)" % DATA_ENV)
-    ap.add_argument("--corpus", type=Path, default=Path("data/corpus"), help="for --data lines")
+                         "or 'lines': held-out lines of the corpus's validation files, or 'midline': the rest "
+                         "of such lines from a random character (see heldout.py)" % DATA_ENV)
+    ap.add_argument("--corpus", type=Path, default=Path("data/corpus"), help="for --data lines / midline")
     ap.add_argument("--limit", type=int, default=None, help="evaluate N problems (a fixed stratified sample)")
     ap.add_argument("--sample", choices=("stratified", "first"), default="stratified",
                     help="how --limit picks problems (default: stratified over all tasks)")
@@ -402,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--limit must be at least 1")
         if args.timeout <= 0 or args.memory_mb < 64:
             raise ValueError("--timeout must be positive and --memory-mb at least 64")
-        data = None if args.data == "lines" else resolve_data(args.data)
+        data = None if args.data in ("lines", "midline") else resolve_data(args.data)
         sampler = SamplerSettings(strategy=args.strategy, threshold=args.threshold,
                                   tokens_per_step=args.tokens_per_step, max_steps=args.max_steps,
                                   temperature=args.temperature)  # fmt: skip
@@ -413,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(engine, "is_random", False):
             print(f"warning: {engine.name} has random (untrained) weights; its score means nothing", file=sys.stderr)
         if data is None:
-            return _report_lines(engine, args, sampler)
+            return _report_lines(engine, args, sampler) if args.data == "lines" else _report_midline(engine, args, sampler)
         for line in protections().describe():  # which sandbox protections hold on this machine
             print(f"sandbox: {line}", file=sys.stderr)
         report = evaluate(
@@ -446,6 +447,17 @@ def _report_lines(engine, args, sampler: SamplerSettings) -> int:
     print(f"CE/token {r['ce_per_token']:.3f}   first-step top-1 {r['first_step_top1']:.1%}   "
           f"exact line {r['exact']:.1%} ({r['exact_count']}/{r['lines']})   tokens/forward {r['tokens_per_forward']}")
     print(f"auto length: exact line {r['auto_exact']:.1%}   length off by {r['auto_length_error']} tokens on average")
+    return 0
+
+
+def _report_midline(engine, args, sampler: SamplerSettings) -> int:
+    from .heldout import evaluate_midline
+
+    r = evaluate_midline(engine, args.corpus, n=args.limit or 100, seed=args.seed, sampler=sampler, out=args.out,
+                         lengths=args.lengths)
+    print(f"model: {r['model']}   held-out lines, cut at a random character: {r['lines']} (seed {r['seed']})")
+    print(f"rest of the line exact: healed {r['healed_exact']}/{r['lines']}   "
+          f"without healing {r['unhealed_exact']}/{r['lines']}")
     return 0
 
 

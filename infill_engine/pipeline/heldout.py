@@ -10,6 +10,12 @@ the model is scored three ways:
             the syntax-preserving candidate first, as in `diffill eval`), and how far its length
             is from the line's (mean absolute difference in tokens).
 Context is cut to `BEFORE` tokens before and `AFTER` after the line, inside any model's window.
+
+`evaluate_midline` (`diffill eval --data midline`) is what an editor asks most: the cursor at a
+random character inside a line (after its indentation), the rest of the line to write, at most
+MIDLINE_SLOTS tokens as the language server allows; right when the best candidate, up to its
+line end, is exactly the rest of the line.  Each line is asked twice, with and without token
+healing (healing.py), so the report shows what healing buys, side by side.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from .corpus import read_texts
 
 BEFORE, AFTER, MAX_LINE_TOKENS = 320, 128, 64
 AUTO_SLOTS = 32  # what `diffill eval --data single --length auto` opens
+MIDLINE_SLOTS = 16  # the language server's budget for the rest of a line (lsp_server/features/inline.py)
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,38 @@ def evaluate_lines(engine, corpus: Path, n: int = 100, seed: int = 0,
               "exact_count": exact, "auto_exact": round(auto_exact / max(scored, 1), 4),
               "auto_length_error": round(length_error / max(scored, 1), 2), "tokens_per_forward": round(committed / max(forwards, 1), 3),
               "sampler": sampler.strategy, "wall_s": round(time.perf_counter() - t0, 1), "records": records}
+    if out is not None:
+        Path(out).write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def evaluate_midline(engine, corpus: Path, n: int = 100, seed: int = 0,
+                     sampler: SamplerSettings = SamplerSettings(), out: Path | None = None,
+                     lengths: tuple[int, ...] = InfillOptions.lengths) -> dict:
+    """Rest-of-line completion from a random character of held-out lines, healed and not."""
+    rng = random.Random(seed)
+    counts = {"healed": 0, "unhealed": 0}
+    records, asked = [], 0
+    t0 = time.perf_counter()
+    for item in sample_lines(corpus, n, seed):
+        body = item.line.rstrip("\n")
+        indent = len(body) - len(body.lstrip())
+        if len(body) - indent < 2:
+            continue
+        cut = rng.randrange(indent + 1, len(body))
+        prefix, rest, suffix = item.prefix + body[:cut], body[cut:], item.line[len(body):] + item.suffix
+        asked += 1
+        record = {"typed": body[:cut], "rest": rest}
+        for way in counts:
+            result = engine.infill(InfillRequest(prefix=prefix, suffix=suffix, max_length=MIDLINE_SLOTS,
+                                                 sampler=sampler, lengths=lengths, heal=way == "healed"))
+            best = best_first(prefix, suffix, result.candidates, "python")[0].text.split("\n", 1)[0]
+            counts[way] += best == rest
+            record[way] = best
+        records.append(record)
+    report = {"model": engine.name, "lines": asked, "seed": seed,
+              **{f"{way}_exact": counts[way] for way in counts},
+              "wall_s": round(time.perf_counter() - t0, 1), "records": records}
     if out is not None:
         Path(out).write_text(json.dumps(report, indent=1) + "\n")
     return report

@@ -122,6 +122,7 @@ class ScriptedBackend:
         self.mask_id, self.pad_id = TOK.mask_id, TOK.pad_id
         self.banned_ids = [TOK.mask_id, TOK.doc_id]
         self.max_len, self.device, self.name = max_len, torch.device("cpu"), "scripted"
+        self.vocab_size = TOK.vocab_size
         self.seen: list[torch.Tensor] = []
 
     def encode(self, text):
@@ -194,7 +195,7 @@ def test_padding_is_dropped_and_trails():
     word = TOK.encode(" value")[0]
     answer = [word, word, TOK.pad_id, TOK.pad_id, TOK.pad_id, TOK.pad_id]
     engine = Engine(ScriptedBackend(answer, [0.6, 0.6, 0.99, 0.95, 0.9, 0.9]))
-    r = engine.infill(InfillRequest("a =", "\n", max_length=6, lengths=(),
+    r = engine.infill(InfillRequest("a =", "\n", max_length=6, lengths=(), heal=False,  # slots as given
                                     sampler=SamplerSettings(strategy="confidence")))
     assert r.text == " value value"
     # The model settles the length (no lengths to try).  Expected text slots = sum of P(not pad) = 2.26 -> 2: the four pads settle at the first step,
@@ -206,7 +207,7 @@ def test_auto_length_tries_each_length_as_one_row_and_finished_rows_drop_out():
     word = TOK.encode(" value")[0]
     backend = ScriptedBackend([word] * 8, [0.99] * 8)
     engine = Engine(backend)
-    r = engine.infill(InfillRequest("a =", "\n", max_length=8, lengths=(5, 2, 20),
+    r = engine.infill(InfillRequest("a =", "\n", max_length=8, lengths=(5, 2, 20), heal=False,  # slots as given
                                     sampler=SamplerSettings(strategy="confidence")))
     assert sorted(len(c.token_confidences) for c in r.candidates) == [2, 5]  # 20 exceeds max_length
     assert r.hole_tokens == 5  # the longest length tried, not max_length: more would be padding in every row
