@@ -19,7 +19,7 @@ from infill_engine.engine import Engine
 from infill_engine.model import ModelConfig, Transformer
 from infill_engine.pipeline import bench, corpus, gpu_run, train
 from infill_engine.pipeline.corpus import classify_license
-from infill_engine.pipeline.heldout import evaluate_lines
+from infill_engine.pipeline.heldout import evaluate_lines, evaluate_midline
 from infill_engine.pipeline.shards import TokenStream, build_shards, cut_shards
 from infill_engine.pipeline.windows import WindowSampler
 from infill_engine.request import InfillRequest
@@ -277,6 +277,13 @@ def test_held_out_lines_are_scored_three_ways(small_corpus, shards, tmp_path):
     assert report["lines"] >= 1
     assert 0 < report["ce_per_token"] < 10 and 0 <= report["first_step_top1"] <= 1 and 0 <= report["exact"] <= 1
     assert all(r["line"].endswith("\n") or r["line"].strip() for r in report["records"])
+    # the same lines cut at a random character: the rest of the line, healed and not
+    midline = evaluate_midline(Engine.load(str(tmp_path / "m")), small_corpus[0], n=8)
+    assert midline["lines"] >= 1 and len(midline["records"]) == midline["lines"]
+    for r in midline["records"]:
+        assert r["typed"].strip() and r["rest"] and "\n" not in r["rest"]
+        assert "\n" not in r["healed"] and "\n" not in r["unhealed"]  # up to the line end
+    assert midline["healed_exact"] == sum(r["healed"] == r["rest"] for r in midline["records"])
 
 
 def test_the_compiled_training_step_is_benchmarked_beside_the_eager_ways():
