@@ -16,7 +16,9 @@ lines (see MODEL_CARD.md):
   model invents names.  Attributes (after a dot), builtins and keywords do not count;
 - a filling that only repeats a line next to the hole (`total = 0` again, under `total = 0`)
   is the likeliest text there and almost never what the user wants.  Control statements are
-  exempt: a second `return False` or `break` a few lines on is ordinary code.
+  exempt: a second `return False` or `break` a few lines on is ordinary code.  Nor is a line
+  that assigns a name to itself (`snmp_engine = snmp_engine`, after the user typed
+  `snmp_engine =`): it does nothing.
 """
 
 from __future__ import annotations
@@ -53,6 +55,16 @@ def echoes(prefix: str, suffix: str, text: str) -> bool:
     after = [line.strip() for line in suffix.splitlines() if line.strip()][:NEAR_LINES]
     near = set(before) | set(after)
     return all(line in near for line in lines)
+
+
+_SELF_ASSIGNMENT = re.compile(r"\s*([\w.]+)\s*=\s*\1\s*;?\s*(#.*)?")
+
+
+def assigns_itself(prefix: str, suffix: str, text: str) -> bool:
+    """True when a line the filling makes (with the rest of its first and last lines) is
+    `name = name`."""
+    made = prefix[prefix.rfind("\n") + 1:] + text + suffix.split("\n", 1)[0]
+    return any(_SELF_ASSIGNMENT.fullmatch(line) for line in made.split("\n"))
 
 
 # A line at column 0 that continues the statement above it rather than starting one.
@@ -130,7 +142,7 @@ class Faults(NamedTuple):
     blank: bool
     does_not_compile: bool  # Python only
     parses_worse: bool
-    echoes: bool
+    echoes: bool  # repeats a neighbouring line, or assigns a name to itself
     invents_a_name: bool  # Python only
 
 
@@ -154,7 +166,7 @@ class Ranking:
         return Faults(blank=not text.strip(),
                       does_not_compile=self._compiles is not None and not self._compiles(text),
                       parses_worse=not syntax_ok(self.baseline, self.prefix + text + self.suffix),
-                      echoes=echoes(self.prefix, self.suffix, text),
+                      echoes=echoes(self.prefix, self.suffix, text) or assigns_itself(self.prefix, self.suffix, text),
                       invents_a_name=self._known is not None and not python_names(text, bare=True) <= self._known)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from infill_engine.ranking import best_first, echoes, python_compiles, top_level_statement
+from infill_engine.ranking import assigns_itself, best_first, echoes, python_compiles, top_level_statement
 
 PREFIX = "def count_words(lines):\n    total = 0\n    for line in lines:\n"
 SUFFIX = "    return total\n"
@@ -28,6 +28,23 @@ class F:
 ])
 def test_echoes(text, echo):
     assert echoes(PREFIX, SUFFIX, text) is echo
+
+
+@pytest.mark.parametrize("prefix,text,suffix,no_op", [
+    ("def f():\n    snmp_engine =", " snmp_engine", "\n", True),  # the rest of a typed line
+    ("def f():\n", "    self._eof = self._eof  # keep\n", "    return\n", True),
+    ("x = 1\n", "y = x;\n", "", False),
+    ("def f():\n    total =", " total + 1", "\n", False),
+    ("def f():\n    a = ", "b", " == a\n", False),  # a comparison, not `a = a`
+])
+def test_a_line_that_assigns_a_name_to_itself_does_nothing(prefix, text, suffix, no_op):
+    assert assigns_itself(prefix, suffix, text) is no_op
+
+
+def test_a_self_assignment_ranks_with_the_echoes():
+    fills = [F(" snmp_engine"), F(" hlapi.SnmpEngine()")]
+    out = best_first("def f(hlapi):\n    snmp_engine =", "\n    return snmp_engine\n", fills, "python")
+    assert [f.text for f in out] == [" hlapi.SnmpEngine()", " snmp_engine"]
 
 
 def test_only_the_nearest_lines_count():
