@@ -24,14 +24,19 @@ def heal_text(prefix: str, prefix_ids: Sequence[int], decode: Callable[[list[int
 
     Only mid-line: at a line start (the prefix ends with a newline, or with indentation only)
     holes start at a token boundary, as in training.  A last token that does not decode to the
-    prefix's own ending (part of a multi-byte character) or that is a control token stays."""
+    prefix's own ending (part of a multi-byte character), whose text alone differs from its text
+    after another token (a sentencepiece-style decoder drops a leading space at the start), or
+    that is a control token stays."""
     if not prefix_ids or prefix_ids[-1] in banned:
         return ""
     line = prefix[prefix.rfind("\n") + 1:]
     if not line.strip():
         return ""
     text = decode([prefix_ids[-1]])
-    return text if text and "\n" not in text and prefix.endswith(text) else ""
+    if not text or "\n" in text or not prefix.endswith(text):
+        return ""
+    alone_is_exact = len(prefix_ids) < 2 or decode(list(prefix_ids[-2:])) == decode([prefix_ids[-2]]) + text
+    return text if alone_is_exact else ""
 
 
 class TokenTexts:

@@ -47,6 +47,21 @@ def test_a_control_token_or_a_split_character_is_never_taken_back(tiny):
     assert heal_text("x = é", be.encode("x = ") + be.encode("é")[:1], be.decode, be.banned_ids) == ""
 
 
+def test_a_decoder_that_drops_a_leading_space_alone_never_heals():
+    """Sentencepiece-style tokens (`▁x`) decode without their space when alone: taking one back
+    would lose the space, so such a prefix stays whole."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    tok.train_from_iterator(["x = compute total value"] * 20, trainers.BpeTrainer(special_tokens=["<unk>"]))
+    decode = lambda ids: tok.decode(ids)  # noqa: E731
+    prefix = "x = compute"
+    ids = tok.encode(prefix).ids
+    assert decode(ids[-1:]) == "compute" and decode(ids) == prefix  # the space went with the token
+    assert heal_text(prefix, ids, decode, []) == ""
+
+
 def test_tokens_starting_with_a_text_are_listed_once_per_text(tiny):
     be = tiny.backend
     texts = TokenTexts(be.decode, be.vocab_size)
@@ -109,3 +124,20 @@ def test_the_bundled_model_writes_no_second_space_after_a_typed_one(bundled):
     unhealed = bundled.infill(InfillRequest("def area(width, height):\n    return ", "\n", max_length=16,
                                             sampler=SamplerSettings(max_steps=8), heal=False))
     assert any(c.text.startswith(" ") for c in unhealed.candidates)  # the failure healing removes
+
+
+def test_a_checkpoint_heals_too(tmp_path):
+    """A Dream-format checkpoint (a byte-level vocabulary padded past the tokenizer's ids): the
+    first slot holds a token that begins with the taken-back text, and the candidates do not."""
+    from .test_hf_backends import write_dream
+
+    write_dream(tmp_path / "Dream-Coder-v0-7B")
+    engine = Engine.load(str(tmp_path / "Dream-Coder-v0-7B"))
+    prefix = "value = compute_tot"
+    req = InfillRequest(prefix, "\n", max_length=6, lengths=(2, 4), sampler=SamplerSettings(strategy="confidence"))
+    layout, lengths, _ = engine.plan(req)
+    assert layout.heal and prefix.endswith(layout.heal) and lengths == (3, 5)
+    loop = engine._denoise(layout, req, lengths)
+    assert set(loop.x[:, 0].tolist()) <= set(layout.first_ids)
+    assert all(engine.backend.decode([i]).startswith(layout.heal) for i in layout.first_ids)
+    assert len(engine.infill(req).candidates) == 2
