@@ -638,8 +638,9 @@ def test_refresh_costs_one_full_forward_a_block(tmp_path):
     ]:
         engine = Engine(load_hf_backend(str(directory), approximate_cache=True, cache_block=cache_block))
         widths: list[int] = []
-        engine.backend.model.model.register_forward_pre_hook(
-            lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+        # every forward embeds its tokens first
+        engine.backend.model.model.embed_tokens.register_forward_pre_hook(
+            lambda module, args: widths.append(args[0].shape[1]))
         result = engine.infill(InfillRequest(prefix, suffix, length=8, sampler=settings))
         full = len(engine.backend.encode(prefix) + engine.backend.encode(suffix)) + 8
         assert set(widths) == {full, 8}  # whole sequences, and the hole alone (LLaDA: no shift)
