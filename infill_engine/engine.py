@@ -205,10 +205,14 @@ class Engine:
                 loop.resized = False
                 loop.context_computed(counts)
             rows = None if len(open_rows) == loop.x.shape[0] else torch.tensor(open_rows, device=loop.x.device)
+            logits = None
             if stale := loop.stale_rows(counts):  # a block committed: its context from the tokens now
                 # the open rows' index, already on the device, unless rows fell out of step
                 which = rows if stale == open_rows else torch.tensor(stale, device=loop.x.device)
-                be.refresh(state, loop.sequences(None), which)
+                # Every open row refreshed: the refresh's pass over the whole sequences has this
+                # step's logits already (one forward a block fewer); None where it cannot say.
+                reuse = stale == open_rows and blind is None
+                logits = be.refresh(state, loop.sequences(None), which, logits=reuse)
                 if blind is not None:
                     be.refresh(blind, loop.sequences(None, blind=True), which)
             now, blind_now = state, blind
@@ -216,7 +220,8 @@ class Engine:
                 now, blind_now = narrow(state, rows), None if blind is None else narrow(blind, rows)
             select = loop.open_slots(rows) if getattr(be, "selects_slots", False) else None
             kw = {} if select is None else {"select": select}
-            logits = be.hole_logits(now, loop.sequences(rows), **kw)
+            if logits is None:
+                logits = be.hole_logits(now, loop.sequences(rows), **kw)
             unconditional = be.hole_logits(blind_now, loop.sequences(rows, blind=True), **kw) if loop.guided else None
             loop.advance(logits, rows, unconditional, select)
         return loop

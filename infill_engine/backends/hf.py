@@ -216,13 +216,19 @@ class HFBackend:
         return settings.block_length if settings.strategy == "llada" else None
 
     @torch.inference_mode()
-    def refresh(self, state: HoleState, ids: torch.Tensor, rows: torch.Tensor | None) -> None:
+    def refresh(self, state: HoleState, ids: torch.Tensor, rows: torch.Tensor | None,
+                logits: bool = False) -> torch.Tensor | None:
         """Fast-dLLM's per-block refresh: the frozen context of `rows` ([R] indices of the
         prepared rows on the device; None: all) computed again from ids [B, L], every prepared
         row's current sequence: one pass over the whole sequence, written in place, so every
         `select_rows` view of the state (and the compiled step's padded copy) sees it.
-        Nothing is read back from the device."""
+        Nothing is read back from the device.
+
+        With `logits`, also the hole logits [R, H, V] of those rows as the pass computed them
+        (eager only, else None): the step after a refresh would compute them again from the
+        same tokens against the context just recorded, so the engine takes them from here."""
         context, every = state.context, rows is None
+        hole = None
         if self.compiled_context is not None:
             # All rows at the shape `prepare` compiled (a subset would be a new graph); only
             # `rows` are written, so a compiled run refreshes what an eager one does.
@@ -232,8 +238,10 @@ class HFBackend:
         else:
             recorder = ContextKV(context.context_positions)
             positions = self._positions(torch.arange(ids.shape[1], device=self.device))
-            self._hidden(ids if every else ids[rows], positions, recorder)
+            hidden = self._hidden(ids if every else ids[rows], positions, recorder)
             fresh = [recorder.layers[i] for i in range(len(recorder.layers))]
+            if logits:  # the hole's predicting positions, in the sequence rather than the active tokens
+                hole = self._head(hidden[:, state.active[state.positions]])
         for i, (k, v) in enumerate(fresh):
             targets = [context.layers[i]]
             if state.graph is not None:  # the compiled step's padded copy: the first C keys are real
@@ -246,6 +254,7 @@ class HFBackend:
                 else:
                     K.index_copy_(0, rows, k)
                     V.index_copy_(0, rows, v)
+        return hole
 
     def select_rows(self, state: HoleState, rows: torch.Tensor) -> HoleState:
         """The state for a step over some of the prepared rows (rows [R] indices): the
