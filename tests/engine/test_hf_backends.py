@@ -581,7 +581,10 @@ def test_refresh_recomputes_the_frozen_context_from_the_committed_tokens(tmp_pat
     state = approx.prepare(batch, hole)
     before = [tuple(t.clone() for t in state.context.layers[i]) for i in range(len(state.context.layers))]
     batch[:, 5:8] = ids[5:8]  # a block committed in every row; only rows 0 and 2 are refreshed
-    approx.refresh(approx.select_rows(state, torch.tensor([0, 2])), batch, torch.tensor([0, 2]))
+    rows = torch.tensor([0, 2])
+    step = approx.refresh(approx.select_rows(state, rows), batch, rows, logits=True)
+    # the pass's hole logits are the next step's (the keys in another order: up to rounding)
+    torch.testing.assert_close(step, approx.hole_logits(approx.select_rows(state, rows), batch[rows]))
     context = ~hole
     if family == "dream":  # the token before the hole is recomputed every step, never cached
         context[4] = False
