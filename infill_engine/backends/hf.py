@@ -12,7 +12,10 @@ computed with the hole all masks, and each step recomputes only the hole (and, f
 the token before each hole run) against them.  Frozen for the whole hole by default;
 with blocks (`cache_block=N`, or the llada preset's block_length) they are computed again
 from the committed tokens whenever a row has committed another block (`refresh`), as
-Fast-dLLM refreshes its prefix and suffix at the start of every block.
+Fast-dLLM refreshes its prefix and suffix at the start of every block; that pass over the
+whole sequence gives the block's first step its hole logits too.
+Eager steps call the decoder layers themselves (`_layers`), with the positions' rotary tables
+made once a request: per step, transformers' own forward around them is only host time.
 `compile=MODE` runs the hole step under torch.compile at fixed shapes (compiled.py).
 """
 
