@@ -133,7 +133,7 @@ class Denoiser:
     def sequences(self, rows: torch.Tensor | None, blind: bool = False) -> torch.Tensor:
         """[rows, L]: the chosen rows' (None: all) whole sequences with the slots committed so
         far; `blind`: every context token masked (the unconditional pass of LLaDA's guidance)."""
-        self.ids[:, self.hole_at] = self.slots()
+        self.ids[:, self.hole_at] = self.x if self.layout.holes == 1 else self.slots()  # one hole: no copy first
         ids = self.ids if rows is None else self.ids[rows]
         return ids.masked_fill(~self.hole, self.backend.mask_id) if blind else ids
 

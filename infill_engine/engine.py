@@ -207,11 +207,16 @@ class Engine:
         # A backend whose prepared state is per row (a checkpoint's context cache) is told
         # which rows a step computes once some have finished.
         narrow = getattr(be, "select_rows", None)
+        # The open rows' index on the device (None: every row), made again only when a row
+        # finishes: a tensor made from a list is a copy to the device that waits for its queue.
+        open_before, rows = list(range(loop.x.shape[0])), None
         while True:
             counts = loop.open_counts()  # the step's one read-back from the device
             open_rows = [b for b, n in enumerate(counts) if n]
             if not open_rows:
                 break
+            if open_rows != open_before:
+                open_before, rows = open_rows, torch.tensor(open_rows, device=loop.x.device)
             if req.cancel is not None and req.cancel():
                 raise InfillCancelled()
             if state is None or loop.resized:
@@ -221,11 +226,14 @@ class Engine:
                 blind = be.prepare(loop.sequences(None, blind=True), loop.hole) if loop.guided else None
                 loop.resized = False
                 loop.context_computed(counts)
-            rows = None if len(open_rows) == loop.x.shape[0] else torch.tensor(open_rows, device=loop.x.device)
+            logits = None
             if stale := loop.stale_rows(counts):  # a block committed: its context from the tokens now
                 # the open rows' index, already on the device, unless rows fell out of step
                 which = rows if stale == open_rows else torch.tensor(stale, device=loop.x.device)
-                be.refresh(state, loop.sequences(None), which)
+                # Every open row refreshed: the refresh's pass over the whole sequences has this
+                # step's logits already (one forward a block fewer); None where it cannot say.
+                reuse = stale == open_rows and blind is None
+                logits = be.refresh(state, loop.sequences(None), which, logits=reuse)
                 if blind is not None:
                     be.refresh(blind, loop.sequences(None, blind=True), which)
             now, blind_now = state, blind
@@ -233,7 +241,8 @@ class Engine:
                 now, blind_now = narrow(state, rows), None if blind is None else narrow(blind, rows)
             select = loop.open_slots(rows) if getattr(be, "selects_slots", False) else None
             kw = {} if select is None else {"select": select}
-            logits = be.hole_logits(now, loop.sequences(rows), **kw)
+            if logits is None:
+                logits = be.hole_logits(now, loop.sequences(rows), **kw)
             unconditional = be.hole_logits(blind_now, loop.sequences(rows, blind=True), **kw) if loop.guided else None
             loop.advance(logits, rows, unconditional, select)
         return loop

@@ -12,7 +12,10 @@ computed with the hole all masks, and each step recomputes only the hole (and, f
 the token before each hole run) against them.  Frozen for the whole hole by default;
 with blocks (`cache_block=N`, or the llada preset's block_length) they are computed again
 from the committed tokens whenever a row has committed another block (`refresh`), as
-Fast-dLLM refreshes its prefix and suffix at the start of every block.
+Fast-dLLM refreshes its prefix and suffix at the start of every block; that pass over the
+whole sequence gives the block's first step its hole logits too.
+Eager steps call the decoder layers themselves (`_layers`), with the positions' rotary tables
+made once a request: per step, transformers' own forward around them is only host time.
 `compile=MODE` runs the hole step under torch.compile at fixed shapes (compiled.py).
 """
 
@@ -30,12 +33,22 @@ from .model_spec import ModelSpec
 
 
 @dataclass
+class Positions:
+    """The sequence positions [1, n] of the tokens an eager step computes, and their rotary
+    tables: the same at every step of a request, so computed once, at `prepare`."""
+
+    at: torch.Tensor
+    rope: tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
 class HoleState:
     positions: torch.Tensor  # [H] the hidden states that predict the hole's slots, in slot order
     active: torch.Tensor | None = None  # approximate cache: the positions recomputed every step
     context: "ContextKV | None" = None  # approximate cache: everything else's keys and values
     rows: torch.Tensor | None = None  # the prepared rows a step computes (None: all of them)
     graph: StepInputs | None = None  # compiled: the step's inputs at fixed shapes
+    steps: Positions | None = None  # eager: where a step's tokens sit (None: remote code, or compiled)
 
 
 class ContextKV:
@@ -142,6 +155,7 @@ class HFBackend:
         # The context pass runs once a request: graphs of the eager kernels take the host out of
         # it as well, and compile in seconds where inductor takes tens of seconds per shape.
         self.compiled_context = CompiledStep(self._record, "cudagraphs", device) if compile is not None else None
+        self._masks: dict[tuple[int, int, int], torch.Tensor] = {}  # _allow_all's, by shape
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -155,10 +169,11 @@ class HFBackend:
         slots = hole.nonzero().flatten().to(self.device)
         positions = (slots - 1).clamp(min=0) if self.spec.shifted else slots
         ids = ids.to(self.device)
+        every = torch.arange(ids.shape[1], device=self.device)
         if not self.approximate_cache:
-            state = HoleState(positions)
-            every = torch.arange(ids.shape[1], device=self.device)
-            return self._with_graph(state, ids, every, None) if self.compiled is not None else state
+            if self.compiled is not None:
+                return self._with_graph(HoleState(positions), ids, every, None)
+            return HoleState(positions, steps=self._positions(every))
         active = torch.unique(torch.cat([slots, positions]))  # sorted
         is_context = torch.ones(ids.shape[1], dtype=torch.bool, device=self.device)
         is_context[active] = False
@@ -170,13 +185,21 @@ class HFBackend:
                 B = ids.shape[0]
                 context.layers = {i: (k[:B].clone(), v[:B].clone()) for i, (k, v) in enumerate(kv)}
             else:
-                self._hidden(ids, torch.arange(ids.shape[1], device=self.device)[None], context)
+                self._hidden(ids, self._positions(every), context)
         context.recording = False
         state = HoleState(torch.searchsorted(active, positions), active, context)
         if self.compiled is not None:
             kv = tuple(context.layers[i] for i in range(len(context.layers)))
             return self._with_graph(state, ids[:, active], active, kv)
-        return state
+        return replace(state, steps=self._positions(active))
+
+    @torch.inference_mode()
+    def _positions(self, at: torch.Tensor) -> Positions | None:
+        """Positions at [n] with their rotary tables (None for remote code, which makes its own)."""
+        if self.remote_code:
+            return None
+        like = torch.empty(0, dtype=self.dtype, device=self.device)  # the tables' dtype and device
+        return Positions(at[None], self.model.model.rotary_emb(like, at[None]))
 
     @torch.inference_mode()
     def _with_graph(self, state: HoleState, ids: torch.Tensor, positions: torch.Tensor, kv) -> HoleState:
@@ -196,13 +219,19 @@ class HFBackend:
         return settings.block_length if settings.strategy == "llada" else None
 
     @torch.inference_mode()
-    def refresh(self, state: HoleState, ids: torch.Tensor, rows: torch.Tensor | None) -> None:
+    def refresh(self, state: HoleState, ids: torch.Tensor, rows: torch.Tensor | None,
+                logits: bool = False) -> torch.Tensor | None:
         """Fast-dLLM's per-block refresh: the frozen context of `rows` ([R] indices of the
         prepared rows on the device; None: all) computed again from ids [B, L], every prepared
         row's current sequence: one pass over the whole sequence, written in place, so every
         `select_rows` view of the state (and the compiled step's padded copy) sees it.
-        Nothing is read back from the device."""
+        Nothing is read back from the device.
+
+        With `logits`, also the hole logits [R, H, V] of those rows as the pass computed them
+        (eager only, else None): the step after a refresh would compute them again from the
+        same tokens against the context just recorded, so the engine takes them from here."""
         context, every = state.context, rows is None
+        hole = None
         if self.compiled_context is not None:
             # All rows at the shape `prepare` compiled (a subset would be a new graph); only
             # `rows` are written, so a compiled run refreshes what an eager one does.
@@ -211,8 +240,11 @@ class HFBackend:
             fresh = [(k[:B], v[:B]) if every else (k[rows], v[rows]) for k, v in kv]
         else:
             recorder = ContextKV(context.context_positions)
-            self._hidden(ids if every else ids[rows], torch.arange(ids.shape[1], device=self.device)[None], recorder)
+            positions = self._positions(torch.arange(ids.shape[1], device=self.device))
+            hidden = self._hidden(ids if every else ids[rows], positions, recorder)
             fresh = [recorder.layers[i] for i in range(len(recorder.layers))]
+            if logits:  # the hole's predicting positions, in the sequence rather than the active tokens
+                hole = self._head(hidden[:, state.active[state.positions]])
         for i, (k, v) in enumerate(fresh):
             targets = [context.layers[i]]
             if state.graph is not None:  # the compiled step's padded copy: the first C keys are real
@@ -225,6 +257,7 @@ class HFBackend:
                 else:
                     K.index_copy_(0, rows, k)
                     V.index_copy_(0, rows, v)
+        return hole
 
     def select_rows(self, state: HoleState, rows: torch.Tensor) -> HoleState:
         """The state for a step over some of the prepared rows (rows [R] indices): the
@@ -239,8 +272,8 @@ class HFBackend:
         if state.graph is not None:
             return self._graph_logits(state, ids)
         if state.active is None:
-            return self._logits_at(ids, state.positions)
-        hidden = self._hidden(ids[:, state.active], state.active[None], state.context)
+            return self._logits_at(ids, state.positions, state.steps)
+        hidden = self._hidden(ids[:, state.active], state.steps, state.context)
         return self._head(hidden[:, state.positions])
 
     def _graph_logits(self, state: HoleState, ids: torch.Tensor) -> torch.Tensor:
@@ -262,18 +295,15 @@ class HFBackend:
         [B, H, V] from the final hidden states at head_at [H] of ids [B, n] at positions [B, n],
         under the additive mask [B, 1, n, K] over the context keys kv (per layer (k, v)
         [B, heads, C, d], K = C + n) then ids' own."""
-        cache = {self._cache_kwarg: FrozenKV(kv)} if kv is not None else {}
-        out = self.model.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                               use_cache=kv is not None, **cache)
-        return self._head(out.last_hidden_state[:, head_at])
+        hidden = self._layers(ids, positions, mask, FrozenKV(kv) if kv is not None else None)
+        return self._head(hidden[:, head_at])
 
     def _record(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
                 context_at: torch.Tensor) -> tuple:
         """The context cache's pass as a function of tensors alone (compiled like `_step`): per
         layer (k, v) [B, heads, C, d] of the positions context_at [C] of ids [B, L]."""
         context = ContextKV(context_at)
-        self.model.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                         **{self._cache_kwarg: context})
+        self._layers(ids, positions, mask, context)
         return tuple(context.layers[i] for i in range(len(context.layers)))
 
     @torch.inference_mode()
@@ -284,28 +314,52 @@ class HFBackend:
             positions = (positions - 1).clamp(min=0)
         return self._logits_at(ids.to(self.device), positions)
 
-    def _logits_at(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def _logits_at(self, ids: torch.Tensor, positions: torch.Tensor, where: Positions | None = None) -> torch.Tensor:
+        """Logits at positions [H] of whole sequences ids [B, L] (where: the sequence's
+        positions, if made already)."""
         if self.remote_code:
             out = self.model(input_ids=ids)
             return self._finish((out.logits if hasattr(out, "logits") else out[0])[:, positions])
-        hidden = self._hidden(ids, torch.arange(ids.shape[1], device=self.device)[None])
+        hidden = self._hidden(ids, where or self._positions(torch.arange(ids.shape[1], device=self.device)))
         return self._head(hidden[:, positions])
 
-    def _hidden(self, ids: torch.Tensor, positions: torch.Tensor, context: ContextKV | None = None) -> torch.Tensor:
-        """Final hidden states [B, n, D] of tokens ids [B, n] at sequence positions [1, n],
-        attending to each other and to the frozen context, if any."""
+    def _hidden(self, ids: torch.Tensor, where: Positions, context: ContextKV | None = None) -> torch.Tensor:
+        """Final hidden states [B, n, D] of tokens ids [B, n] at `where`, attending to each
+        other and to the frozen context, if any."""
         batch, n = ids.shape
         keys = n + (context.get_seq_length() if context is not None and not context.recording else 0)
-        # An explicit additive mask of zeros: every position attends to every other.
-        # transformers passes a 4-D mask through untouched and then never applies its
-        # own causal mask (config.is_causal=False alone does not reach SDPA here).
-        allow_all = torch.zeros(batch, 1, n, keys, dtype=self.dtype, device=self.device)
-        cache = {self._cache_kwarg: context} if context is not None else {}
-        out = self.model.model(
-            input_ids=ids, attention_mask=allow_all, position_ids=positions.expand(batch, -1),
-            use_cache=context is not None, **cache,
-        )  # fmt: skip
-        return out.last_hidden_state
+        return self._layers(ids, where.at, self._allow_all(batch, n, keys), context, where.rope)
+
+    def _allow_all(self, batch: int, n: int, keys: int) -> torch.Tensor:
+        """An additive mask of zeros [batch, 1, n, keys]: every position attends to every other
+        (transformers never applies its own causal mask over an explicit 4-D one, and
+        config.is_causal=False alone does not reach SDPA).  Kept for the last two shapes asked
+        for (a request's steps, and its context passes between them) rather than allocated and
+        zeroed at every step; nothing writes into it."""
+        shape = (batch, n, keys)
+        mask = self._masks.pop(shape, None)
+        if mask is None:
+            mask = torch.zeros(batch, 1, n, keys, dtype=self.dtype, device=self.device)
+        self._masks[shape] = mask  # most recent last
+        if len(self._masks) > 2:
+            del self._masks[next(iter(self._masks))]
+        return mask
+
+    def _layers(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache=None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Final hidden states [B, n, D] of ids [B, n] at positions [1 or B, n] under the additive
+        mask [B, 1, n, K], after `cache`'s keys (K = its keys + n) if any; `rope`: the positions'
+        rotary tables, if made already.  The transformers model's forward, op for op, without
+        what it wraps around its layers (decorators, a mask utility that hands a 4-D mask back
+        as it is, the output dataclass): host time paid at every step."""
+        inner = self.model.model
+        hidden = inner.embed_tokens(ids)
+        if rope is None:
+            rope = inner.rotary_emb(hidden, positions)
+        kw = {self._cache_kwarg: cache, "use_cache": True} if cache is not None else {}
+        for layer in inner.layers[: inner.config.num_hidden_layers]:
+            hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=rope, **kw)
+        return inner.norm(hidden)
 
     def _cache_kwarg_name(self) -> str:
         # transformers 5 renamed past_key_values to cache.

@@ -72,9 +72,7 @@ def batch_hole_logits(backend: HFBackend, states: list[HoleState], seqs: list[to
     lowest = torch.finfo(backend.dtype).min
     mask = torch.zeros(R, 1, N, keys.shape[1], dtype=backend.dtype, device=device)
     mask.masked_fill_(~keys[:, None, None, :], lowest)
-    cache = {backend._cache_kwarg: FrozenKV(context.kv)} if context.kv is not None else {}
-    hidden = backend.model.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                 use_cache=context.kv is not None, **cache).last_hidden_state
+    hidden = backend._layers(ids, positions, mask, FrozenKV(context.kv) if context.kv is not None else None)
     out, r = [], 0
     for st, t in zip(states, tokens):
         b = t.shape[0]

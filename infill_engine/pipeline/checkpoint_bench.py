@@ -8,7 +8,8 @@ of that shape, on the device, without reading or writing gigabytes.  Contenders:
   vanilla      every step a full forward over context + hole (exact), 1 token a step
   cache        the context's keys/values reused across steps (Fast-dLLM dual cache, one block)
   cache+refresh  the same, computed again each time a quarter of the hole is committed
-               (Fast-dLLM's per-block refresh, REFRESH_BLOCKS blocks): one more full forward a block
+               (Fast-dLLM's per-block refresh, REFRESH_BLOCKS blocks): a full forward a block, which
+               also gives that step's logits (its hole forward is skipped)
   fixed 4      4 tokens committed a step (random weights are never confident enough for the
                threshold rule, so fixed-k stands in for what threshold decoding saves)
   threshold    Fast-dLLM's rule at 0.9, as a user would run it

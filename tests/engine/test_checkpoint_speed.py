@@ -78,7 +78,7 @@ def test_a_step_reads_nothing_back_from_the_device(tmp_path, family, settings):
             for _ in range(2):
                 loop.advance(backend.hole_logits(state, loop.sequences(None)))
                 if backend.cache_block:  # every row committed a block: a refresh, on the device too
-                    backend.refresh(state, loop.sequences(None), None)
+                    backend.refresh(state, loop.sequences(None), None, logits=True)
         assert reads.seen == [], (backend.approximate_cache, reads.seen)
         assert loop.open_rows() == [0, 1]  # the step's one read-back, outside it
 

@@ -581,7 +581,10 @@ def test_refresh_recomputes_the_frozen_context_from_the_committed_tokens(tmp_pat
     state = approx.prepare(batch, hole)
     before = [tuple(t.clone() for t in state.context.layers[i]) for i in range(len(state.context.layers))]
     batch[:, 5:8] = ids[5:8]  # a block committed in every row; only rows 0 and 2 are refreshed
-    approx.refresh(approx.select_rows(state, torch.tensor([0, 2])), batch, torch.tensor([0, 2]))
+    rows = torch.tensor([0, 2])
+    step = approx.refresh(approx.select_rows(state, rows), batch, rows, logits=True)
+    # the pass's hole logits are the next step's (the keys in another order: up to rounding)
+    torch.testing.assert_close(step, approx.hole_logits(approx.select_rows(state, rows), batch[rows]))
     context = ~hole
     if family == "dream":  # the token before the hole is recomputed every step, never cached
         context[4] = False
@@ -626,25 +629,27 @@ def test_refreshing_every_token_is_the_exact_loop(tmp_path, family):
 
 
 def test_refresh_costs_one_full_forward_a_block(tmp_path):
-    """Full forwards = blocks (the first is `prepare`'s), hole forwards = steps: the llada
-    preset refreshes as it enters each block; cache_block=N after N committed tokens."""
+    """Full forwards = blocks (the first is `prepare`'s), hole forwards = steps less the
+    refreshes: a refresh's pass over the whole sequence computes its step's hole logits too.
+    The llada preset refreshes as it enters each block; cache_block=N after N committed tokens."""
     directory = tmp_path / "LLaDA-8B-Instruct"
     write_llada(directory)
     prefix, suffix = "def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n"
     for cache_block, settings, schedule in [
-        (None, SamplerSettings(strategy="llada", block_length=4), "hhhhFhhhh"),  # 1 a step, 2 blocks
-        (3, SamplerSettings(strategy="fixed", tokens_per_step=2), "hhFhh"),  # refresh once 4 >= 3 are in
+        (None, SamplerSettings(strategy="llada", block_length=4), "hhhhFhhh"),  # 1 a step, 2 blocks
+        (3, SamplerSettings(strategy="fixed", tokens_per_step=2), "hhFh"),  # refresh once 4 >= 3 are in
         (None, SamplerSettings(strategy="fixed", tokens_per_step=2), "hhhh"),  # no blocks: frozen
     ]:
         engine = Engine(load_hf_backend(str(directory), approximate_cache=True, cache_block=cache_block))
         widths: list[int] = []
-        engine.backend.model.model.register_forward_pre_hook(
-            lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+        # every forward embeds its tokens first
+        engine.backend.model.model.embed_tokens.register_forward_pre_hook(
+            lambda module, args: widths.append(args[0].shape[1]))
         result = engine.infill(InfillRequest(prefix, suffix, length=8, sampler=settings))
         full = len(engine.backend.encode(prefix) + engine.backend.encode(suffix)) + 8
         assert set(widths) == {full, 8}  # whole sequences, and the hole alone (LLaDA: no shift)
         assert "".join("F" if w == full else "h" for w in widths) == "F" + schedule
-        assert result.forwards == schedule.count("h")
+        assert result.forwards == len(schedule)  # a step each, whichever pass computed it
 
 
 def reference_infill(backend, logits_of, prefix: list[int], suffix: list[int], n: int) -> list[int]:
