@@ -94,7 +94,7 @@ def test_cached_rows_that_finish_first_leave_the_batch(tmp_path, family):
     alone = cached.hole_logits(cached.select_rows(state, rows), ids[rows])
     assert torch.equal(alone, cached.hole_logits(state, ids)[rows])
     # Auto length tries one row per length; the short ones finish first (this raised before).
-    result = Engine(cached).infill(InfillRequest("def f(", "):", max_length=8, lengths=(2, 5, 8)))
+    result = Engine(cached).infill(InfillRequest("def f(", "):", max_length=8, lengths=(2, 5, 8), heal=False))
     assert result.forwards == 8 and result.candidates
 
 
@@ -106,7 +106,8 @@ def test_compiled_refresh_gets_eager_refresh_tokens(tmp_path, family):
     exact = checkpoints(tmp_path, family)[0]
     eager = checkpoint_bench.sibling(exact, approximate_cache=True, cache_block=1)
     compiled = checkpoint_bench.sibling(exact, approximate_cache=True, cache_block=1, compile="cudagraphs")
-    req = InfillRequest("def f(", "):", max_length=6, lengths=(2, 4, 6), sampler=SamplerSettings(strategy="confidence"))
+    req = InfillRequest("def f(", "):", max_length=6, lengths=(2, 4, 6), sampler=SamplerSettings(strategy="confidence"),
+                        heal=False)  # the slots as asked: the refresh count below counts them
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # the eager fallback warns: fail with its reason
         got = Engine(compiled).infill(req)

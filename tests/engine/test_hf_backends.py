@@ -683,12 +683,14 @@ def test_engine_infills_through_a_checkpoint(tmp_path, family):
     want = reference_infill(backend, lambda seq: expected(ck, seq), before, after, 5)
     assert result.text == backend.decode(want)
 
-    auto = engine.infill(InfillRequest(prefix, suffix, max_length=8, sampler=SamplerSettings()))
+    # heal=False: the slots as asked (a prefix ending `return ` would take its space back)
+    auto = engine.infill(InfillRequest(prefix, suffix, max_length=8, sampler=SamplerSettings(), heal=False))
     assert auto.hole_tokens == 8 and 1 <= auto.forwards <= 8
     assert len(auto.candidates[0].token_confidences) <= 8  # pad slots dropped, not decoded
     # Auto length by search works on checkpoints too (their eos/pad trails the text): one
     # candidate per length that fits, with exactly that many tokens.
-    searched = engine.infill(InfillRequest(prefix, suffix, max_length=8, lengths=(2, 5, 9), sampler=greedy))
+    searched = engine.infill(InfillRequest(prefix, suffix, max_length=8, lengths=(2, 5, 9), sampler=greedy,
+                                           heal=False))
     assert sorted(len(c.token_confidences) for c in searched.candidates) == [2, 5]
 
     # The same infill with the approximate context cache follows the frozen-context reference.
