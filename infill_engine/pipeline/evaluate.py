@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(engine, "is_random", False):
             print(f"warning: {engine.name} has random (untrained) weights; its score means nothing", file=sys.stderr)
         if data is None:
-            return _report_lines(engine, args, sampler) if args.data == "lines" else _report_midline(engine, args, sampler)
+            return _report_held_out(engine, args, sampler)
         for line in protections().describe():  # which sandbox protections hold on this machine
             print(f"sandbox: {line}", file=sys.stderr)
         report = evaluate(
@@ -438,26 +438,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _report_lines(engine, args, sampler: SamplerSettings) -> int:
-    from .heldout import evaluate_lines
+def _report_held_out(engine, args, sampler: SamplerSettings) -> int:
+    """--data lines or midline: the corpus's validation files (heldout.py)."""
+    from .heldout import evaluate_lines, evaluate_midline
 
-    r = evaluate_lines(engine, args.corpus, n=args.limit or 100, seed=args.seed, sampler=sampler, out=args.out,
-                       lengths=args.lengths)
+    run = evaluate_lines if args.data == "lines" else evaluate_midline
+    r = run(engine, args.corpus, n=args.limit or 100, seed=args.seed, sampler=sampler, out=args.out,
+            lengths=args.lengths)
+    if args.data == "midline":
+        print(f"model: {r['model']}   held-out lines, cut at a random character: {r['lines']} (seed {r['seed']})")
+        print(f"rest of the line exact: healed {r['healed_exact']}/{r['lines']}   "
+              f"without healing {r['unhealed_exact']}/{r['lines']}")
+        return 0
     print(f"model: {r['model']}   held-out lines: {r['lines']} (seed {r['seed']})")
     print(f"CE/token {r['ce_per_token']:.3f}   first-step top-1 {r['first_step_top1']:.1%}   "
           f"exact line {r['exact']:.1%} ({r['exact_count']}/{r['lines']})   tokens/forward {r['tokens_per_forward']}")
     print(f"auto length: exact line {r['auto_exact']:.1%}   length off by {r['auto_length_error']} tokens on average")
-    return 0
-
-
-def _report_midline(engine, args, sampler: SamplerSettings) -> int:
-    from .heldout import evaluate_midline
-
-    r = evaluate_midline(engine, args.corpus, n=args.limit or 100, seed=args.seed, sampler=sampler, out=args.out,
-                         lengths=args.lengths)
-    print(f"model: {r['model']}   held-out lines, cut at a random character: {r['lines']} (seed {r['seed']})")
-    print(f"rest of the line exact: healed {r['healed_exact']}/{r['lines']}   "
-          f"without healing {r['unhealed_exact']}/{r['lines']}")
     return 0
 
 
