@@ -176,8 +176,8 @@ class Denoiser:
         if k > 1:
             logp = logp.view(logp.shape[0], k, n, -1).mean(1).log_softmax(-1)
         if self._first_bias is not None:  # a healed hole (one hole only): its first token is bound
-            first = (logp[:, :1] + self._first_bias).log_softmax(-1)
-            logp = torch.cat([first, logp[:, 1:]], 1)
+            # in place: logp is this step's own tensor, and a copy of all of it costs ms a step
+            logp[:, 0] = (logp[:, 0] + self._first_bias).log_softmax(-1)
         if self.settles and self.step == 1:  # every row is open at the first step
             self.x, self.conf, self.masked = settle_length(logp, self.x, self.conf, self.masked, be.pad_id)
             self.banned.append(be.pad_id)  # the rest of the hole is text

