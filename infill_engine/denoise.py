@@ -92,7 +92,6 @@ class Denoiser:
         self.refreshes = 0  # steps that computed some rows' context again (a full forward each)
         self._banned_at: tuple[tuple[int, ...], torch.Tensor] | None = None  # bans as a device tensor, reused
         self._banned_tensor(self.banned, device)  # made here, not in the first step
-        self.heal = layout.heal
         self._first_bias = None  # token healing: 0 for the first slot's allowed ids, -inf elsewhere
         if layout.heal:
             self._first_bias = torch.full((backend.vocab_size,), -math.inf, device=device)
@@ -231,7 +230,8 @@ class Denoiser:
 
     def _unhealed(self, text: str) -> str:
         """A healed hole's text without the part the prefix already has."""
-        return text[len(self.heal):] if text.startswith(self.heal) else text
+        heal = self.layout.heal
+        return text[len(heal):] if text.startswith(heal) else text
 
     def _show(self, row: torch.Tensor) -> str:
         """A partly denoised hole as text, with masked slots drawn as a block character."""
